@@ -1,0 +1,77 @@
+//! The broker seam: how a node hands a message to every node (itself
+//! included) that has subscribers for it.
+//!
+//! Two implementations share one small trait, as in socketioxide's adapter
+//! and centrifuge's Broker: [`memory::MemoryBroker`] is the single-node
+//! default and [`redis::RedisBroker`] is the cluster mode. Both deliver by
+//! calling [`Hub::dispatch`](crate::hub::Hub::dispatch) with a frame that is
+//! already encoded, so fan-out never re-serialises.
+//!
+//! The hub decides *when* a topic is needed (first local subscriber) and
+//! when it is not (last one gone, after a short delay); the broker only
+//! follows: `subscribe` resolves once messages for the topic will arrive,
+//! `unsubscribe` is a request that takes effect asynchronously.
+
+pub mod envelope;
+pub mod memory;
+pub mod redis;
+
+use futures_util::future::BoxFuture;
+
+use crate::keys::Topic;
+use crate::protocol::MessageParts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("broker returned a malformed answer: {0}")]
+    Protocol(String),
+}
+
+/// Where a published message landed in its channel's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// A message on its way to a channel.
+#[derive(Debug, Clone)]
+pub struct Publication<'a> {
+    pub channel: &'a str,
+    /// The `message` frame, split around the offset and epoch the broker assigns.
+    pub parts: MessageParts,
+    /// W3C trace context of the publish, carried to every delivering node.
+    pub traceparent: Option<&'a str>,
+}
+
+pub trait Broker: Send + Sync + 'static {
+    /// Assign the next offset of the channel and deliver to every subscribed node.
+    fn publish<'a>(
+        &'a self,
+        publication: Publication<'a>,
+    ) -> BoxFuture<'a, Result<Published, BrokerError>>;
+
+    /// Deliver an encoded `direct` frame to every connection of `user`, on any node.
+    fn send_direct<'a>(
+        &'a self,
+        user: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Resolve once messages for `topic` will reach this node's hub.
+    fn subscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Stop receiving `topic`. Called by the hub under its lock, so it must
+    /// not block and must not call back into the hub.
+    fn unsubscribe(&self, topic: &Topic);
+
+    /// Whether the broker can currently publish and deliver (for `/readyz`).
+    fn is_healthy(&self) -> bool;
+
+    /// Stop background tasks (used on shutdown).
+    fn shutdown(&self) {}
+}

@@ -1,0 +1,246 @@
+//! One task per WebSocket: everything a connection does happens here, in a
+//! single `select!` over the client's frames, the outbox the hub fills, the
+//! heartbeat timer and the close signal.
+//!
+//! Writes to the socket can block when the client stops reading, so every
+//! write also watches the close signal and the heartbeat deadline: a stuck
+//! client is closed (slow consumer, heartbeat timeout) instead of parking
+//! its task forever. The task owns no locks; it calls the gateway for
+//! commands and the hub only to register and unregister.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, ProtocolError, Session};
+use bytestring::ByteString;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::disconnect::Disconnect;
+use crate::gateway::Gateway;
+use crate::hub::{Closer, ConnId, Member};
+use crate::keys::Topic;
+use crate::metrics;
+use crate::protocol::{self, ErrorBody, ErrorCode, ServerFrame};
+
+/// How long a close handshake may take before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the loop ended.
+enum Exit {
+    /// The server closes, with a code from the table.
+    Server(Disconnect),
+    /// The client sent a close frame; echo it.
+    Client(Option<CloseReason>),
+    /// The socket is gone.
+    Gone,
+}
+
+pub fn new_conn_id() -> ConnId {
+    format!("{:016x}", fastrand::u64(..)).into()
+}
+
+/// Serve one upgraded WebSocket until it closes. Runs on the worker that
+/// accepted it (the message stream is not `Send`).
+pub async fn serve(
+    gw: Arc<Gateway>,
+    session: Session,
+    stream: actix_ws::MessageStream,
+    user: Arc<str>,
+) {
+    let conn = new_conn_id();
+    let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
+    let max = gw.settings.max_message_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    Connection {
+        gw,
+        conn,
+        user,
+        session,
+        closer: Arc::new(Closer::default()),
+        last_seen: Instant::now(),
+    }
+    .run(stream)
+    .instrument(span)
+    .await;
+}
+
+struct Connection {
+    gw: Arc<Gateway>,
+    conn: ConnId,
+    user: Arc<str>,
+    session: Session,
+    closer: Arc<Closer>,
+    last_seen: Instant,
+}
+
+impl Connection {
+    async fn run(mut self, mut stream: AggregatedMessageStream) {
+        let gw = self.gw.clone();
+        let (outbox_tx, mut outbox) = mpsc::channel::<ByteString>(gw.settings.outbox_capacity);
+        gw.hub.register(
+            self.conn.clone(),
+            self.user.clone(),
+            Member {
+                outbox: outbox_tx,
+                closer: self.closer.clone(),
+            },
+        );
+        metrics::inc(&gw.metrics.connections_opened);
+        tracing::debug!("connected");
+
+        // The user's direct inbox. If the broker is down this logs and goes
+        // on: the subscription stays wanted and is made when Redis returns.
+        let inbox = Topic::User(self.user.to_string());
+        if gw.hub.add(&self.conn, &inbox).is_ok() {
+            if let Err(e) = gw.broker.subscribe(&inbox).await {
+                tracing::warn!(error = %e, "direct inbox not subscribed yet");
+            }
+        }
+
+        let welcome = ServerFrame::Welcome {
+            conn: &self.conn,
+            node: gw.node_id(),
+            user: &self.user,
+            heartbeat_ms: gw.settings.heartbeat_interval.as_millis() as u64,
+        }
+        .encode();
+        let exit = match self.write(welcome.into()).await {
+            Err(exit) => exit,
+            Ok(()) => self.event_loop(&mut stream, &mut outbox).await,
+        };
+
+        gw.disconnect(&self.conn);
+        metrics::inc(&gw.metrics.connections_closed);
+        let closing = self.session.clone();
+        let reason = match exit {
+            Exit::Server(d) => {
+                tracing::debug!(code = d.code(), reason = d.name(), "closing");
+                Some(d.close_reason())
+            }
+            Exit::Client(reason) => {
+                tracing::debug!(?reason, "client closed");
+                reason
+            }
+            Exit::Gone => {
+                tracing::debug!("socket gone");
+                return;
+            }
+        };
+        // A client that does not read cannot take a close frame either:
+        // give up after a moment and let the dropped session end the socket.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing.close(reason)).await;
+    }
+
+    async fn event_loop(
+        &mut self,
+        stream: &mut AggregatedMessageStream,
+        outbox: &mut mpsc::Receiver<ByteString>,
+    ) -> Exit {
+        let interval = self.gw.settings.heartbeat_interval;
+        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+        let closer = self.closer.clone();
+        loop {
+            let step = tokio::select! {
+                reason = closer.closed() => Err(Exit::Server(reason)),
+                frame = outbox.recv() => match frame {
+                    Some(frame) => self.write(frame).await,
+                    None => Err(Exit::Server(Disconnect::InternalError)),
+                },
+                msg = stream.recv() => self.on_message(msg).await,
+                _ = ticker.tick() => self.on_tick().await,
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+        }
+    }
+
+    fn heartbeat_deadline(&self) -> Instant {
+        self.last_seen + self.gw.settings.heartbeat_timeout
+    }
+
+    /// Send a frame, unless the connection is told to close or the client
+    /// has been silent past the heartbeat timeout while we wait.
+    async fn write(&mut self, frame: ByteString) -> Result<(), Exit> {
+        let deadline = self.heartbeat_deadline();
+        let closer = self.closer.clone();
+        tokio::select! {
+            sent = self.session.text(frame) => sent.map_err(|_| Exit::Gone),
+            reason = closer.closed() => Err(Exit::Server(reason)),
+            () = tokio::time::sleep_until(deadline) => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> Exit {
+        metrics::inc(&self.gw.metrics.heartbeat_timeouts);
+        Exit::Server(Disconnect::HeartbeatTimeout)
+    }
+
+    async fn on_tick(&mut self) -> Result<(), Exit> {
+        if Instant::now() >= self.heartbeat_deadline() {
+            return Err(self.timed_out());
+        }
+        self.session.ping(b"").await.map_err(|_| Exit::Gone)
+    }
+
+    async fn on_message(
+        &mut self,
+        msg: Option<Result<AggregatedMessage, ProtocolError>>,
+    ) -> Result<(), Exit> {
+        let msg = match msg {
+            None => return Err(Exit::Gone),
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => return Err(Exit::Server(classify(&e))),
+        };
+        self.last_seen = Instant::now();
+        match msg {
+            AggregatedMessage::Text(text) => {
+                metrics::inc(&self.gw.metrics.frames_in);
+                let reply = match protocol::decode(&text) {
+                    Ok(request) => self.gw.execute(&self.conn, &self.user, request).await,
+                    Err(e) => {
+                        metrics::inc(&self.gw.metrics.bad_frames);
+                        ServerFrame::failure(e.id, e.error).encode()
+                    }
+                };
+                self.write(reply.into()).await
+            }
+            AggregatedMessage::Binary(_) => {
+                metrics::inc(&self.gw.metrics.frames_in);
+                metrics::inc(&self.gw.metrics.bad_frames);
+                let error = ErrorBody::new(
+                    ErrorCode::BadFrame,
+                    "binary frames are not supported; send JSON text frames",
+                );
+                self.write(ServerFrame::Error { error }.encode().into())
+                    .await
+            }
+            AggregatedMessage::Ping(payload) => {
+                self.session.pong(&payload).await.map_err(|_| Exit::Gone)
+            }
+            AggregatedMessage::Pong(_) => Ok(()),
+            AggregatedMessage::Close(reason) => Err(Exit::Client(reason)),
+        }
+    }
+}
+
+/// Map a read error to the close the client gets.
+fn classify(e: &ProtocolError) -> Disconnect {
+    match e {
+        ProtocolError::Overflow => Disconnect::MessageTooBig,
+        // actix-ws reports an oversized fragmented message as an I/O error.
+        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
+            Disconnect::MessageTooBig
+        }
+        ProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
+            Disconnect::InvalidPayload
+        }
+        _ => Disconnect::ProtocolError,
+    }
+}

@@ -1,0 +1,120 @@
+//! HTTP routes: the WebSocket upgrade and the operational endpoints.
+//!
+//! * `GET /ws` (and an upgrade request on `/`): WebSocket, protocol v1.
+//! * `GET /healthz`: 200 while the process serves requests.
+//! * `GET /readyz`: 200 when ready for traffic; 503 while draining or while
+//!   the broker is unreachable, so a load balancer stops routing here.
+//! * `GET /metrics`: Prometheus text.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::connection;
+use crate::gateway::Gateway;
+use crate::protocol::check_user;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws", web::get().to(ws))
+        .route("/", web::get().to(root))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    user: Option<String>,
+}
+
+fn plain(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
+async fn ws(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    if gw.is_draining() {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is draining; connect to another node\n".into(),
+        );
+    }
+    // Identity: until token authentication exists, anonymous access takes
+    // the user from `?user=` or makes one up.
+    if !gw.settings.allow_anonymous {
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            "anonymous access is disabled on this node\n".into(),
+        );
+    }
+    let query = match web::Query::<WsQuery>::from_query(req.query_string()) {
+        Ok(q) => q.into_inner(),
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad query string: {e}\n")),
+    };
+    let user = match query.user {
+        Some(user) => {
+            if let Err(e) = check_user(&user) {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad `user`: {}\n", e.message),
+                );
+            }
+            user
+        }
+        None => format!("anon-{:08x}", fastrand::u32(..)),
+    };
+    let (response, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(parts) => parts,
+        Err(e) => return HttpResponse::from_error(e),
+    };
+    let gw: Arc<Gateway> = gw.into_inner();
+    actix_web::rt::spawn(connection::serve(gw, session, stream, user.into()));
+    response
+}
+
+/// `/` upgrades like `/ws` when asked to; otherwise it says what this is.
+async fn root(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        return ws(req, body, gw).await;
+    }
+    plain(
+        actix_web::http::StatusCode::OK,
+        format!(
+            "switchboard node {}: connect a WebSocket to /ws\n",
+            gw.node_id()
+        ),
+    )
+}
+
+async fn healthz() -> HttpResponse {
+    plain(actix_web::http::StatusCode::OK, "ok\n".into())
+}
+
+async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    if gw.is_draining() {
+        plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+    } else if !gw.broker.is_healthy() {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker unreachable\n".into(),
+        )
+    } else {
+        plain(StatusCode::OK, "ready\n".into())
+    }
+}
+
+async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(gw.metrics.render(gw.node_id(), &gw.gauges()))
+}

@@ -1,0 +1,298 @@
+//! The node-local registry: which local connections listen to which topic,
+//! and the bounded outbox of each.
+//!
+//! Nothing here awaits or does I/O, and no lock is held across an `.await`:
+//! fan-out is a `try_send` of a shared, already-encoded frame (`ByteString`
+//! clones are reference-count bumps) into every member's outbox. A full
+//! outbox is the slow-consumer policy: that connection is told to close and
+//! the fan-out carries on, so one stuck client never stalls the others or
+//! the broker reader that called us.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytestring::ByteString;
+use tokio::sync::{mpsc, Notify};
+
+use crate::disconnect::Disconnect;
+use crate::keys::Topic;
+use crate::metrics::{self, Metrics};
+
+pub type ConnId = Arc<str>;
+
+/// A one-shot "close this connection" signal that any thread can raise
+/// without knowing the connection task. The first reason wins.
+#[derive(Debug, Default)]
+pub struct Closer {
+    reason: OnceLock<Disconnect>,
+    notify: Notify,
+}
+
+impl Closer {
+    pub fn close(&self, reason: Disconnect) {
+        if self.reason.set(reason).is_ok() {
+            // notify_one stores a permit if the task is not waiting yet.
+            self.notify.notify_one();
+        }
+    }
+
+    pub async fn closed(&self) -> Disconnect {
+        loop {
+            if let Some(reason) = self.reason.get() {
+                return *reason;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// What the hub needs to reach one connection.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub outbox: mpsc::Sender<ByteString>,
+    pub closer: Arc<Closer>,
+}
+
+impl Member {
+    /// Queue a frame; a full queue closes the connection as a slow consumer.
+    /// Returns whether the frame was queued.
+    pub fn offer(&self, frame: ByteString, metrics: &Metrics) -> bool {
+        match self.outbox.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.closer.reason.get().is_none() {
+                    metrics::inc(&metrics.slow_consumer_closes);
+                }
+                self.closer.close(Disconnect::SlowConsumer);
+                false
+            }
+            // The connection is already going away.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConnEntry {
+    user: Arc<str>,
+    member: Member,
+    topics: HashSet<Topic>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    conns: HashMap<ConnId, ConnEntry>,
+    topics: HashMap<Topic, HashMap<ConnId, Member>>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    #[error("not subscribed")]
+    NotSubscribed,
+    #[error("connection is gone")]
+    UnknownConn,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    inner: RwLock<Inner>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Hub {
+            inner: RwLock::default(),
+            metrics,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(&self, conn: ConnId, user: Arc<str>, member: Member) {
+        self.write().conns.insert(
+            conn,
+            ConnEntry {
+                user,
+                member,
+                topics: HashSet::new(),
+            },
+        );
+    }
+
+    /// Remove a connection and all its subscriptions. Returns the topics
+    /// that no local connection listens to any more.
+    pub fn unregister(&self, conn: &ConnId) -> Vec<Topic> {
+        let mut inner = self.write();
+        let Some(entry) = inner.conns.remove(conn) else {
+            return Vec::new();
+        };
+        let mut emptied = Vec::new();
+        for topic in entry.topics {
+            if let Some(members) = inner.topics.get_mut(&topic) {
+                members.remove(conn);
+                if members.is_empty() {
+                    emptied.push(topic);
+                }
+            }
+        }
+        emptied
+    }
+
+    /// Add a connection to a topic. Returns true if it is the first local member.
+    pub fn add(&self, conn: &ConnId, topic: &Topic) -> Result<bool, HubError> {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        let entry = inner.conns.get_mut(conn).ok_or(HubError::UnknownConn)?;
+        if !entry.topics.insert(topic.clone()) {
+            return Err(HubError::AlreadySubscribed);
+        }
+        let members = inner.topics.entry(topic.clone()).or_default();
+        members.insert(conn.clone(), entry.member.clone());
+        Ok(members.len() == 1)
+    }
+
+    /// Remove a connection from a topic. Returns true if it was the last local member.
+    pub fn remove(&self, conn: &ConnId, topic: &Topic) -> Result<bool, HubError> {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        let entry = inner.conns.get_mut(conn).ok_or(HubError::UnknownConn)?;
+        if !entry.topics.remove(topic) {
+            return Err(HubError::NotSubscribed);
+        }
+        let members = inner.topics.get_mut(topic).ok_or(HubError::NotSubscribed)?;
+        members.remove(conn);
+        Ok(members.is_empty())
+    }
+
+    /// Drop the topic's entry if it still has no members, calling `on_release`
+    /// under the lock so that a concurrent `add` cannot slip in between the
+    /// check and the broker's unsubscribe request. `on_release` must not block
+    /// or take the hub lock.
+    pub fn release_if_empty(&self, topic: &Topic, on_release: impl FnOnce()) -> bool {
+        let mut inner = self.write();
+        match inner.topics.get(topic) {
+            Some(members) if members.is_empty() => {
+                inner.topics.remove(topic);
+                on_release();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queue a frame to every local member of a topic. Returns how many got it.
+    pub fn dispatch(&self, topic: &Topic, frame: &ByteString) -> usize {
+        let inner = self.read();
+        let Some(members) = inner.topics.get(topic) else {
+            return 0;
+        };
+        let delivered = members
+            .values()
+            .filter(|m| m.offer(frame.clone(), &self.metrics))
+            .count();
+        metrics::add(&self.metrics.deliveries, delivered as u64);
+        delivered
+    }
+
+    /// Ask every connection to close (shutdown).
+    pub fn close_all(&self, reason: Disconnect) {
+        for entry in self.read().conns.values() {
+            entry.member.closer.close(reason);
+        }
+    }
+
+    pub fn user_of(&self, conn: &ConnId) -> Option<Arc<str>> {
+        self.read().conns.get(conn).map(|e| e.user.clone())
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.read().conns.len()
+    }
+
+    /// (channel subscriptions, channels with members)
+    pub fn channel_counts(&self) -> (usize, usize) {
+        let inner = self.read();
+        let mut subs = 0;
+        let mut channels = 0;
+        for (topic, members) in &inner.topics {
+            if matches!(topic, Topic::Channel(_)) && !members.is_empty() {
+                channels += 1;
+                subs += members.len();
+            }
+        }
+        (subs, channels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(cap: usize) -> (Member, mpsc::Receiver<ByteString>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (
+            Member {
+                outbox: tx,
+                closer: Arc::new(Closer::default()),
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn full_outbox_closes_only_that_connection() {
+        let hub = Hub::new(Arc::default());
+        let topic = Topic::Channel("c".into());
+        let (fast, mut fast_rx) = member(8);
+        let (slow, _slow_rx) = member(1);
+        let (a, b): (ConnId, ConnId) = ("a".into(), "b".into());
+        hub.register(a.clone(), "u".into(), fast.clone());
+        hub.register(b.clone(), "u".into(), slow.clone());
+        assert_eq!(hub.add(&a, &topic), Ok(true));
+        assert_eq!(hub.add(&b, &topic), Ok(false));
+        assert_eq!(hub.add(&b, &topic), Err(HubError::AlreadySubscribed));
+
+        for i in 0..3 {
+            hub.dispatch(&topic, &ByteString::from(format!("m{i}")));
+        }
+        assert_eq!(slow.closer.closed().await, Disconnect::SlowConsumer);
+        assert!(fast.closer.reason.get().is_none());
+        for i in 0..3 {
+            assert_eq!(fast_rx.recv().await.unwrap(), format!("m{i}"));
+        }
+        assert_eq!(
+            hub.metrics
+                .slow_consumer_closes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn last_member_out_releases_the_topic() {
+        let hub = Hub::new(Arc::default());
+        let topic = Topic::Channel("c".into());
+        let (m, _rx) = member(1);
+        let a: ConnId = "a".into();
+        hub.register(a.clone(), "u".into(), m);
+        hub.add(&a, &topic).unwrap();
+        assert!(!hub.release_if_empty(&topic, || panic!("has a member")));
+        assert_eq!(hub.remove(&a, &topic), Ok(true));
+        assert_eq!(hub.remove(&a, &topic), Err(HubError::NotSubscribed));
+        let mut released = false;
+        assert!(hub.release_if_empty(&topic, || released = true));
+        assert!(released);
+        hub.add(&a, &topic).unwrap();
+        assert_eq!(hub.unregister(&a), vec![topic]);
+        assert_eq!(hub.connection_count(), 0);
+    }
+}

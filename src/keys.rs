@@ -1,0 +1,77 @@
+//! Every Redis key and pub/sub channel name, in one place.
+//!
+//! All names start with the configured prefix (default `sb`). Names that
+//! belong to one channel (or one user) share a hash tag — `{c.NAME}` or
+//! `{u.NAME}` — so that a Lua script touching several of them stays on one
+//! slot of a Redis Cluster. Channel and user names cannot contain braces
+//! (see `protocol::check_channel` / `check_user`), so a tag cannot be broken
+//! open by a name.
+
+/// A subscription target on the broker: a channel, or a user's direct inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Channel(String),
+    User(String),
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Topic::Channel(c) => write!(f, "channel {c}"),
+            Topic::User(u) => write!(f, "user {u}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Pub/sub channel carrying a channel's messages.
+    pub fn channel_pubsub(&self, channel: &str) -> String {
+        format!("{}:{{c.{channel}}}:pub", self.prefix)
+    }
+
+    /// Hash with a channel's stream state: `o` (last offset), `e` (epoch).
+    pub fn channel_meta(&self, channel: &str) -> String {
+        format!("{}:{{c.{channel}}}:meta", self.prefix)
+    }
+
+    /// Pub/sub channel carrying a user's direct messages.
+    pub fn user_pubsub(&self, user: &str) -> String {
+        format!("{}:{{u.{user}}}:direct", self.prefix)
+    }
+
+    /// Pub/sub name of a topic.
+    pub fn topic_pubsub(&self, topic: &Topic) -> String {
+        match topic {
+            Topic::Channel(c) => self.channel_pubsub(c),
+            Topic::User(u) => self.user_pubsub(u),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_a_hash_tag_per_channel() {
+        let k = Keys::new("sb");
+        assert_eq!(k.channel_pubsub("chat:1"), "sb:{c.chat:1}:pub");
+        assert_eq!(k.channel_meta("chat:1"), "sb:{c.chat:1}:meta");
+        assert_eq!(k.user_pubsub("ann"), "sb:{u.ann}:direct");
+        assert_eq!(
+            k.topic_pubsub(&Topic::User("ann".into())),
+            k.user_pubsub("ann")
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! Switchboard: a horizontally scaled WebSocket messaging gateway.
+//!
+//! Stateless nodes hold local sockets; every message goes through a broker
+//! — Redis pub/sub in a cluster, an in-process broker on a single node — so
+//! any node can deliver to any client.
+//!
+//! # Layout
+//! * [`config`] — typed, layered, validated settings.
+//! * [`startup`] — `Application`: bind, wire, serve, drain on SIGTERM.
+//! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics`.
+//! * [`connection`] — one task per socket.
+//! * [`protocol`] — client commands and server frames (wire protocol v1).
+//! * [`gateway`] — the node's services and the command implementations.
+//! * [`hub`] — node-local topic → outbox registry; bounded queues.
+//! * [`broker`] — the `Broker` trait, in-memory and Redis implementations,
+//!   and the envelope nodes exchange.
+//! * [`keys`] — every Redis name.
+//! * [`disconnect`] — close reasons and their codes.
+//! * [`metrics`] — counters for `/metrics`.
+//!
+//! # Data flow of one message
+//! ```text
+//! client A ──publish──▶ connection task (node 1) ──▶ Gateway::publish
+//!     ──▶ Broker::publish ── Redis: Lua INCR offset + PUBLISH envelope ──┐
+//!                                                                        ▼
+//! node 2 subscriber connection ──▶ envelope::decode ──▶ Hub::dispatch (try_send shared bytes)
+//!     ──▶ outbox of each local subscriber ──▶ its connection task ──▶ socket
+//! ```
+//! In memory mode the middle step is a direct call into the local hub.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod disconnect;
+pub mod gateway;
+pub mod http;
+pub mod hub;
+pub mod keys;
+pub mod metrics;
+pub mod protocol;
+pub mod startup;

@@ -1,0 +1,147 @@
+//! Node counters, rendered as Prometheus text on `GET /metrics`.
+//!
+//! Plain atomics: incrementing one is a single relaxed add on the hot path,
+//! and the text format is simple enough not to need a metrics crate.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_opened: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub messages_published: AtomicU64,
+    pub direct_sent: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub broker_messages_in: AtomicU64,
+    pub slow_consumer_closes: AtomicU64,
+    pub heartbeat_timeouts: AtomicU64,
+    pub broker_errors: AtomicU64,
+    pub redis_reconnects: AtomicU64,
+}
+
+/// Gauges read from live state when scraped.
+pub struct Gauges {
+    pub connections: usize,
+    pub subscriptions: usize,
+    pub channels: usize,
+    pub broker_up: bool,
+    pub draining: bool,
+}
+
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+impl Metrics {
+    pub fn render(&self, node: &str, g: &Gauges) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
+        };
+        let counters: [(&str, &str, &AtomicU64); 12] = [
+            (
+                "switchboard_connections_opened_total",
+                "WebSocket connections accepted.",
+                &self.connections_opened,
+            ),
+            (
+                "switchboard_connections_closed_total",
+                "WebSocket connections ended.",
+                &self.connections_closed,
+            ),
+            (
+                "switchboard_frames_received_total",
+                "Client frames received.",
+                &self.frames_in,
+            ),
+            (
+                "switchboard_bad_frames_total",
+                "Client frames answered with an error.",
+                &self.bad_frames,
+            ),
+            (
+                "switchboard_messages_published_total",
+                "Messages published to channels by this node.",
+                &self.messages_published,
+            ),
+            (
+                "switchboard_direct_messages_sent_total",
+                "Direct messages sent to users by this node.",
+                &self.direct_sent,
+            ),
+            (
+                "switchboard_broker_messages_received_total",
+                "Messages received from the broker for local delivery.",
+                &self.broker_messages_in,
+            ),
+            (
+                "switchboard_deliveries_total",
+                "Frames queued to local connections.",
+                &self.deliveries,
+            ),
+            (
+                "switchboard_slow_consumer_closes_total",
+                "Connections closed because their queue was full.",
+                &self.slow_consumer_closes,
+            ),
+            (
+                "switchboard_heartbeat_timeouts_total",
+                "Connections closed for missing heartbeats.",
+                &self.heartbeat_timeouts,
+            ),
+            (
+                "switchboard_broker_errors_total",
+                "Broker operations that failed or timed out.",
+                &self.broker_errors,
+            ),
+            (
+                "switchboard_redis_reconnects_total",
+                "Times the Redis subscriber connection was re-established.",
+                &self.redis_reconnects,
+            ),
+        ];
+        for (name, help, c) in counters {
+            line(name, "counter", help, c.load(Relaxed));
+        }
+        line(
+            "switchboard_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            g.connections as u64,
+        );
+        line(
+            "switchboard_subscriptions",
+            "gauge",
+            "Channel subscriptions of local connections.",
+            g.subscriptions as u64,
+        );
+        line(
+            "switchboard_channels",
+            "gauge",
+            "Channels with at least one local subscriber.",
+            g.channels as u64,
+        );
+        line(
+            "switchboard_broker_up",
+            "gauge",
+            "1 while the broker is reachable.",
+            g.broker_up as u64,
+        );
+        line(
+            "switchboard_draining",
+            "gauge",
+            "1 while the node is shutting down.",
+            g.draining as u64,
+        );
+        out
+    }
+}

@@ -1,0 +1,456 @@
+//! Wire protocol v1: JSON text frames, one object per frame, tagged by `type`.
+//!
+//! Inbound frames are decoded in two steps: first into a flat [`RawFrame`]
+//! with every field optional (so that `id` survives a frame that is otherwise
+//! wrong and the error can be echoed to it), then into a typed [`Command`]
+//! with a precise message for what is missing. `data` stays a borrowed
+//! [`RawValue`]: the gateway never re-serialises a payload it only forwards.
+//!
+//! Outbound frames are [`ServerFrame`]s, except the hot `message` frame,
+//! which is spliced around its offset and epoch by [`MessageParts`] so that a
+//! broker can fill them in (the Redis broker does it inside a Lua script).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Error codes carried in `reply.error.code` and `error.error.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, unknown `type`, or a missing/mistyped field.
+    BadFrame,
+    /// Channel name empty, too long or with characters outside the allowed set.
+    BadChannel,
+    /// The channel's namespace is not configured on this gateway.
+    UnknownChannel,
+    /// User name empty, too long or with control characters.
+    BadUser,
+    AlreadySubscribed,
+    NotSubscribed,
+    /// The broker (Redis) did not answer in time; nothing was published.
+    BrokerUnavailable,
+    /// A command this build does not offer yet (named in the message).
+    NotSupported,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Channel names: 1..=255 bytes of `[A-Za-z0-9_\-.:@/=]`. The set keeps
+/// names safe inside Redis hash tags (`{...}`) and log lines.
+pub const MAX_CHANNEL_LEN: usize = 255;
+/// User names: 1..=255 bytes, no control characters, no `{` or `}`.
+pub const MAX_USER_LEN: usize = 255;
+
+pub fn check_channel(channel: &str) -> Result<(), ErrorBody> {
+    let ok = !channel.is_empty()
+        && channel.len() <= MAX_CHANNEL_LEN
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:@/=".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorBody::new(
+            ErrorCode::BadChannel,
+            format!("channel must be 1-{MAX_CHANNEL_LEN} characters of [A-Za-z0-9_-.:@/=]"),
+        ))
+    }
+}
+
+pub fn check_user(user: &str) -> Result<(), ErrorBody> {
+    let ok = !user.is_empty()
+        && user.len() <= MAX_USER_LEN
+        && !user.chars().any(|c| c.is_control() || c == '{' || c == '}');
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorBody::new(
+            ErrorCode::BadUser,
+            format!("user must be 1-{MAX_USER_LEN} bytes without control characters or braces"),
+        ))
+    }
+}
+
+/// A position in a channel's stream, for recovery after reconnect.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// Every field any client frame may carry. Unknown fields are refused so
+/// that a typo (`chanel`) is an error, not a silent default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrame<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<u64>,
+    channel: Option<String>,
+    user: Option<String>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    since: Option<StreamPosition>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug)]
+pub enum Command<'a> {
+    Subscribe {
+        channel: String,
+        since: Option<StreamPosition>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        data: &'a RawValue,
+    },
+    Send {
+        user: String,
+        data: &'a RawValue,
+    },
+    Presence {
+        channel: String,
+    },
+    History {
+        channel: String,
+        since: Option<StreamPosition>,
+        limit: Option<u32>,
+    },
+    Ping,
+}
+
+/// A decoded client frame.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub id: Option<u64>,
+    pub command: Command<'a>,
+}
+
+/// A frame that could not be decoded, with the `id` if one could be read.
+#[derive(Debug)]
+pub struct DecodeError {
+    pub id: Option<u64>,
+    pub error: ErrorBody,
+}
+
+fn need<T>(field: Option<T>, kind: &str, name: &str) -> Result<T, String> {
+    field.ok_or_else(|| format!("`{kind}` needs `{name}`"))
+}
+
+/// Decode one text frame.
+pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
+        // Recover the id, if any, so the client can match the error.
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: Option<u64>,
+        }
+        let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
+        DecodeError {
+            id,
+            error: ErrorBody::new(ErrorCode::BadFrame, format!("invalid frame: {e}")),
+        }
+    })?;
+    let id = raw.id;
+    let kind = raw.kind.as_str();
+    let command = (|| {
+        Ok(match kind {
+            "subscribe" => Command::Subscribe {
+                channel: need(raw.channel, kind, "channel")?,
+                since: raw.since,
+            },
+            "unsubscribe" => Command::Unsubscribe {
+                channel: need(raw.channel, kind, "channel")?,
+            },
+            "publish" => Command::Publish {
+                channel: need(raw.channel, kind, "channel")?,
+                data: need(raw.data, kind, "data")?,
+            },
+            "send" => Command::Send {
+                user: need(raw.user, kind, "user")?,
+                data: need(raw.data, kind, "data")?,
+            },
+            "presence" => Command::Presence {
+                channel: need(raw.channel, kind, "channel")?,
+            },
+            "history" => Command::History {
+                channel: need(raw.channel, kind, "channel")?,
+                since: raw.since,
+                limit: raw.limit,
+            },
+            "ping" => Command::Ping,
+            other => return Err(format!("unknown frame type {other:?}")),
+        })
+    })()
+    .map_err(|message: String| DecodeError {
+        id,
+        error: ErrorBody::new(ErrorCode::BadFrame, message),
+    })?;
+    Ok(Request { id, command })
+}
+
+/// Frames the server sends. `message` is normally built by [`MessageParts`];
+/// the variant exists so that its shape is declared in one place and tested.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Welcome {
+        conn: &'a str,
+        node: &'a str,
+        user: &'a str,
+        heartbeat_ms: u64,
+    },
+    Reply {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ok: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+        /// Offset and epoch given to a published message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+    },
+    Error {
+        error: ErrorBody,
+    },
+    Message {
+        channel: &'a str,
+        offset: u64,
+        epoch: &'a str,
+        from: &'a str,
+        data: &'a RawValue,
+    },
+    Direct {
+        from: &'a str,
+        data: &'a RawValue,
+    },
+    Join {
+        channel: &'a str,
+        user: &'a str,
+        conn: &'a str,
+    },
+    Leave {
+        channel: &'a str,
+        user: &'a str,
+        conn: &'a str,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+}
+
+impl ServerFrame<'_> {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialise")
+    }
+
+    pub fn ok(id: Option<u64>) -> Self {
+        ServerFrame::Reply {
+            id,
+            ok: Some(true),
+            error: None,
+            offset: None,
+            epoch: None,
+        }
+    }
+
+    /// A failed command: a `reply` when the command had an id, an `error`
+    /// frame otherwise (the contract's rule for frames without an id).
+    pub fn failure(id: Option<u64>, error: ErrorBody) -> Self {
+        match id {
+            Some(_) => ServerFrame::Reply {
+                id,
+                ok: None,
+                error: Some(error),
+                offset: None,
+                epoch: None,
+            },
+            None => ServerFrame::Error { error },
+        }
+    }
+}
+
+/// A `message` frame split around its offset and epoch, which only the
+/// broker knows (Redis allocates them atomically with the PUBLISH).
+/// `head + offset + ",\"epoch\":\"" + epoch + "\"" + tail` is the frame.
+#[derive(Debug, Clone)]
+pub struct MessageParts {
+    pub head: String,
+    pub tail: String,
+}
+
+impl MessageParts {
+    pub fn new(channel: &str, from: &str, data: &RawValue) -> Self {
+        let mut head = String::with_capacity(40 + channel.len());
+        head.push_str(r#"{"type":"message","channel":"#);
+        head.push_str(&json_string(channel));
+        head.push_str(r#","offset":"#);
+        let mut tail = String::with_capacity(20 + from.len() + data.get().len());
+        tail.push_str(r#","from":"#);
+        tail.push_str(&json_string(from));
+        tail.push_str(r#","data":"#);
+        tail.push_str(data.get());
+        tail.push('}');
+        MessageParts { head, tail }
+    }
+
+    /// Epochs are generated by the gateway from `[0-9a-z]`, so they need no
+    /// escaping here or in the Lua script that does the same splice.
+    pub fn assemble(&self, offset: u64, epoch: &str) -> String {
+        format!("{}{offset},\"epoch\":\"{epoch}\"{}", self.head, self.tail)
+    }
+}
+
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("strings always serialise")
+}
+
+/// A fresh epoch: names one incarnation of a channel's offset sequence.
+pub fn new_epoch() -> String {
+    (0..8)
+        .map(|_| char::from_digit(fastrand::u32(0..36), 36).expect("digit below 36"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> &RawValue {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn decodes_each_command() {
+        let r = decode(r#"{"type":"publish","id":7,"channel":"c","data":{"a":[1,2]}}"#).unwrap();
+        assert_eq!(r.id, Some(7));
+        match r.command {
+            Command::Publish { channel, data } => {
+                assert_eq!(channel, "c");
+                assert_eq!(data.get(), r#"{"a":[1,2]}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = decode(r#"{"type":"subscribe","channel":"c","since":{"offset":3,"epoch":"e"}}"#)
+            .unwrap();
+        match r.command {
+            Command::Subscribe { channel, since } => {
+                assert_eq!(channel, "c");
+                assert_eq!(
+                    since,
+                    Some(StreamPosition {
+                        offset: 3,
+                        epoch: "e".into()
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(r#"{"type":"ping"}"#).unwrap().command,
+            Command::Ping
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"send","user":"u","data":"hi"}"#)
+                .unwrap()
+                .command,
+            Command::Send { .. }
+        ));
+    }
+
+    #[test]
+    fn errors_keep_the_id_when_they_can() {
+        let e = decode(r#"{"type":"publish","id":9,"channel":"c"}"#).unwrap_err();
+        assert_eq!(e.id, Some(9));
+        assert_eq!(e.error.code, ErrorCode::BadFrame);
+        assert!(
+            e.error.message.contains("needs `data`"),
+            "{}",
+            e.error.message
+        );
+
+        let e = decode(r#"{"type":"publish","id":4,"chanel":"c"}"#).unwrap_err();
+        assert_eq!(e.id, Some(4));
+        assert!(e.error.message.contains("chanel"), "{}", e.error.message);
+
+        let e = decode(r#"{"type":"fly","id":5}"#).unwrap_err();
+        assert_eq!(e.id, Some(5));
+        assert!(e.error.message.contains("unknown frame type"));
+
+        for bad in ["Hello, World!", "", "[1,2]", "{\"id\":1}", "{\"type\":3}"] {
+            let e = decode(bad).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::BadFrame, "{bad}");
+        }
+    }
+
+    #[test]
+    fn spliced_message_equals_the_typed_frame() {
+        let data = raw(r#"{"text":"hé \"quoted\""}"#);
+        let parts = MessageParts::new("chat:room/1", "ann \"a\"", data);
+        let spliced = parts.assemble(42, "abc123");
+        let typed = ServerFrame::Message {
+            channel: "chat:room/1",
+            offset: 42,
+            epoch: "abc123",
+            from: "ann \"a\"",
+            data,
+        }
+        .encode();
+        assert_eq!(spliced, typed);
+        let v: serde_json::Value = serde_json::from_str(&spliced).unwrap();
+        assert_eq!(v["data"]["text"], "hé \"quoted\"");
+    }
+
+    #[test]
+    fn replies_and_errors_follow_the_id_rule() {
+        assert_eq!(
+            ServerFrame::ok(Some(1)).encode(),
+            r#"{"type":"reply","id":1,"ok":true}"#
+        );
+        let err = ErrorBody::new(ErrorCode::BadChannel, "x");
+        assert_eq!(
+            ServerFrame::failure(Some(2), err.clone()).encode(),
+            r#"{"type":"reply","id":2,"error":{"code":"bad_channel","message":"x"}}"#
+        );
+        assert_eq!(
+            ServerFrame::failure(None, err).encode(),
+            r#"{"type":"error","error":{"code":"bad_channel","message":"x"}}"#
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_channel("chat:room-1/a@b=c.d_e").is_ok());
+        for bad in ["", "a b", "a{b}", "é", &"x".repeat(256)] {
+            assert!(check_channel(bad).is_err(), "{bad}");
+        }
+        assert!(check_user("ann").is_ok());
+        assert!(check_user("a\nb").is_err());
+        assert!(check_user("{x}").is_err());
+        let e = new_epoch();
+        assert_eq!(e.len(), 8);
+        assert!(e.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,163 @@
+//! Application: bind the listener, wire the gateway, serve, drain.
+//!
+//! `Application::build` binds before it returns, so tests can ask for port 0
+//! and read the real port (zero-to-production's pattern). Shutdown is ours,
+//! not actix's: on SIGTERM/SIGINT the node first reports not-ready, waits
+//! `drain_delay` for load balancers to notice, closes every client with the
+//! reconnect-class `shutdown` code, waits up to `drain_timeout` for them to
+//! go, then stops the HTTP server.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+
+use crate::config::Settings;
+use crate::disconnect::Disconnect;
+use crate::gateway::Gateway;
+use crate::http;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the broker: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
+    #[error("cannot start the HTTP server: {0}")]
+    Server(std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    gateway: Arc<Gateway>,
+}
+
+/// Triggers the drain sequence from outside (tests, signal handler).
+#[derive(Clone)]
+pub struct Drainer {
+    gateway: Arc<Gateway>,
+    server: ServerHandle,
+}
+
+impl Drainer {
+    pub async fn drain(&self) {
+        let gw = &self.gateway;
+        if gw.is_draining() {
+            return;
+        }
+        gw.start_draining();
+        tracing::info!(connections = gw.hub.connection_count(), "draining");
+        tokio::time::sleep(gw.settings.drain_delay).await;
+        gw.hub.close_all(Disconnect::Shutdown);
+        let deadline = tokio::time::Instant::now() + gw.settings.drain_timeout;
+        while gw.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = gw.hub.connection_count();
+        if left > 0 {
+            tracing::warn!(left, "drain timeout: dropping remaining connections");
+        }
+        gw.broker.shutdown();
+        self.server.stop(true).await;
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let port = listener.local_addr().map_err(StartupError::Server)?.port();
+        let workers = settings.workers;
+        let max_connections = settings.max_connections;
+        let backlog = settings.backlog;
+        let gateway = Gateway::new(settings)?;
+        let data = web::Data::from(gateway.clone());
+        let server =
+            HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
+                .workers(workers)
+                .max_connections(max_connections)
+                .backlog(backlog)
+                .disable_signals()
+                // Our drain has already closed the sockets by the time actix stops.
+                .shutdown_timeout(1)
+                .listen(listener)
+                .map_err(StartupError::Server)?
+                .run();
+        tracing::info!(
+            port,
+            node = %gateway.node_id(),
+            mode = if gateway.settings.redis_url.is_some() { "redis" } else { "memory" },
+            "listening"
+        );
+        Ok(Application {
+            port,
+            server,
+            gateway,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.clone()
+    }
+
+    pub fn drainer(&self) -> Drainer {
+        Drainer {
+            gateway: self.gateway.clone(),
+            server: self.server.handle(),
+        }
+    }
+
+    /// Serve until `stop` resolves, then drain.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let drainer = self.drainer();
+        let watcher = tokio::spawn(async move {
+            stop.await;
+            drainer.drain().await;
+        });
+        let result = self.server.await;
+        watcher.abort();
+        result
+    }
+
+    /// Serve until SIGTERM or SIGINT, then drain.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serve until `Drainer::drain` is called (tests).
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
