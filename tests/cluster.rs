@@ -9,7 +9,7 @@ use common::{counter, eventually, Ended, RedisServer, TestNode, WAIT};
 use serde_json::json;
 
 async fn pubsub_channels(redis: &RedisServer) -> Vec<String> {
-    redis.query(&mut redis::cmd("PUBSUB").arg("CHANNELS")).await
+    redis.query(redis::cmd("PUBSUB").arg("CHANNELS")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
