@@ -227,3 +227,37 @@ async fn a_slow_consumer_is_closed_while_others_keep_receiving() {
     publisher.publish("firehose", json!("after")).await;
     assert_eq!(fast.expect("message").await["data"], "after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_redis_becomes_ready_when_redis_comes_up() {
+    let mut redis = RedisServer::not_started();
+    let mut settings = switchboard::config::Settings::for_tests();
+    settings.redis_url = Some(redis.url());
+    settings.node_id = "early".into();
+    settings.redis_timeout = Duration::from_millis(300);
+    let node = TestNode::start(settings).await;
+    assert_eq!(node.http_get("/healthz").await.0, 200);
+    assert_eq!(
+        node.http_get("/readyz").await,
+        (503, "broker unreachable\n".to_owned())
+    );
+    // Clients may connect meanwhile; publishing fails with a clear error.
+    let mut early = node.connect("early-bird").await;
+    let r = early
+        .request(json!({"type": "publish", "channel": "c", "data": 1}))
+        .await;
+    assert_eq!(r["error"]["code"], "broker_unavailable");
+
+    redis.restart().await;
+    node.wait_ready(true).await;
+    let other = TestNode::redis(&redis, "other", |_| {}).await;
+    let mut sender = other.connect("sender").await;
+    // The early client's direct inbox was subscribed once Redis came up.
+    sender
+        .ok(json!({"type": "send", "user": "early-bird", "data": "welcome"}))
+        .await;
+    assert_eq!(early.expect("direct").await["data"], "welcome");
+    early.subscribe("c").await;
+    sender.publish("c", json!(2)).await;
+    assert_eq!(early.expect("message").await["data"], 2);
+}

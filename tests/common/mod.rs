@@ -46,6 +46,14 @@ impl RedisServer {
         server
     }
 
+    /// A port for a server that is not running yet (see `restart`).
+    pub fn not_started() -> RedisServer {
+        RedisServer {
+            port: free_port(),
+            child: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
