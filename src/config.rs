@@ -95,6 +95,12 @@ pub struct Cli {
     /// Accept connections without a token, user from `?user=` (default true).
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: Option<bool>,
+    /// How often the node refreshes its record, its connections and their presence in Redis (default 5000).
+    #[arg(long, env = "SWITCHBOARD_NODE_HEARTBEAT_MS")]
+    pub node_heartbeat_ms: Option<u64>,
+    /// Key for the server HTTP API (`Authorization: apikey KEY`); unset disables the API.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// The TOML file: the same names as the flags, plus namespaces.
@@ -118,6 +124,11 @@ pub struct FileSettings {
     pub drain_delay_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub allow_anonymous: Option<bool>,
+    pub node_heartbeat_ms: Option<u64>,
+    pub api_key: Option<String>,
+    /// Options of channels without a namespace.
+    #[serde(default)]
+    pub default_namespace: NamespaceOptions,
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
 }
@@ -129,6 +140,20 @@ pub struct FileSettings {
 #[serde(deny_unknown_fields)]
 pub struct Namespace {
     pub name: String,
+    #[serde(flatten)]
+    pub options: NamespaceOptions,
+}
+
+/// What a namespace's channels offer beyond publish/subscribe.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// Track subscribers in the channel's presence set (`presence` command, `/api/presence`).
+    #[serde(default)]
+    pub presence: bool,
+    /// Send `join` / `leave` frames to the channel's subscribers.
+    #[serde(default)]
+    pub join_leave: bool,
 }
 
 /// Validated settings of one node.
@@ -151,6 +176,9 @@ pub struct Settings {
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
     pub allow_anonymous: bool,
+    pub node_heartbeat: Duration,
+    pub api_key: Option<String>,
+    pub default_namespace: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
 }
 
@@ -333,6 +361,22 @@ impl Settings {
             0,
         )?;
         let allow_anonymous = cli.allow_anonymous.or(file.allow_anonymous).unwrap_or(true);
+        let node_heartbeat = millis(
+            "node_heartbeat_ms",
+            cli.node_heartbeat_ms
+                .or(file.node_heartbeat_ms)
+                .unwrap_or(5000),
+            50,
+        )?;
+        let api_key = cli.api_key.or(file.api_key).filter(|k| !k.is_empty());
+        if let Some(key) = &api_key {
+            if key.len() < 16 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "api_key",
+                    "must be at least 16 characters without spaces (it guards the server API)",
+                ));
+            }
+        }
 
         let mut namespaces = file.namespaces;
         for ns in &namespaces {
@@ -364,6 +408,9 @@ impl Settings {
             drain_delay,
             drain_timeout,
             allow_anonymous,
+            node_heartbeat,
+            api_key,
+            default_namespace: file.default_namespace,
             namespaces,
         })
     }
@@ -377,13 +424,21 @@ impl Settings {
         }
     }
 
-    /// Is this channel's namespace configured? Channels without a colon are
-    /// in the default namespace.
-    pub fn namespace_exists(&self, channel: &str) -> bool {
+    /// The options of a channel's namespace, or None if the namespace is
+    /// not configured. Channels without a colon are in the default namespace.
+    pub fn namespace(&self, channel: &str) -> Option<&NamespaceOptions> {
         match channel.split_once(':') {
-            None => true,
-            Some((ns, _)) => self.namespaces.iter().any(|n| n.name == ns),
+            None => Some(&self.default_namespace),
+            Some((ns, _)) => self
+                .namespaces
+                .iter()
+                .find(|n| n.name == ns)
+                .map(|n| &n.options),
         }
+    }
+
+    pub fn namespace_exists(&self, channel: &str) -> bool {
+        self.namespace(channel).is_some()
     }
 }
 
@@ -435,6 +490,8 @@ mod tests {
             ),
             (&["--max-message-bytes", "1"], "`max_message_bytes`"),
             (&["--outbox-capacity", "0"], "`outbox_capacity`"),
+            (&["--api-key", "short"], "`api_key`"),
+            (&["--node-heartbeat-ms", "1"], "`node_heartbeat_ms`"),
         ];
         for (args, name) in cases {
             let err = Settings::resolve(cli(args), FileSettings::default()).unwrap_err();
@@ -454,10 +511,30 @@ mod tests {
 
     #[test]
     fn namespaces_decide_known_channels() {
-        let file: FileSettings = toml::from_str("[[namespaces]]\nname = \"chat\"\n").unwrap();
+        let file: FileSettings = toml::from_str(
+            "[default_namespace]\njoin_leave = true\n[[namespaces]]\nname = \"chat\"\npresence = true\n",
+        )
+        .unwrap();
         let s = Settings::resolve(Cli::default(), file).unwrap();
-        assert!(s.namespace_exists("lobby"));
+        assert_eq!(
+            s.namespace("lobby"),
+            Some(&NamespaceOptions {
+                presence: false,
+                join_leave: true
+            })
+        );
+        assert_eq!(
+            s.namespace("chat:room-1"),
+            Some(&NamespaceOptions {
+                presence: true,
+                join_leave: false
+            })
+        );
         assert!(s.namespace_exists("chat:room-1"));
         assert!(!s.namespace_exists("files:1"));
+        assert!(
+            toml::from_str::<FileSettings>("[[namespaces]]\nname = \"x\"\npresense = true\n")
+                .is_err()
+        );
     }
 }

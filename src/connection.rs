@@ -18,10 +18,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::commands;
 use crate::disconnect::Disconnect;
 use crate::gateway::Gateway;
 use crate::hub::{Closer, ConnId, Member};
-use crate::keys::Topic;
 use crate::metrics;
 use crate::protocol::{self, ErrorBody, ErrorCode, ServerFrame};
 
@@ -83,25 +83,17 @@ impl Connection {
     async fn run(mut self, mut stream: AggregatedMessageStream) {
         let gw = self.gw.clone();
         let (outbox_tx, mut outbox) = mpsc::channel::<ByteString>(gw.settings.outbox_capacity);
-        gw.hub.register(
-            self.conn.clone(),
-            self.user.clone(),
-            Member {
-                outbox: outbox_tx,
-                closer: self.closer.clone(),
-            },
-        );
-        metrics::inc(&gw.metrics.connections_opened);
+        let member = Member {
+            outbox: outbox_tx,
+            closer: self.closer.clone(),
+        };
+        gw.attach(
+            &self.conn,
+            Arc::new(gw.client_info(&self.conn, &self.user)),
+            member,
+        )
+        .await;
         tracing::debug!("connected");
-
-        // The user's direct inbox. If the broker is down this logs and goes
-        // on: the subscription stays wanted and is made when Redis returns.
-        let inbox = Topic::User(self.user.to_string());
-        if gw.hub.add(&self.conn, &inbox).is_ok() {
-            if let Err(e) = gw.broker.subscribe(&inbox).await {
-                tracing::warn!(error = %e, "direct inbox not subscribed yet");
-            }
-        }
 
         let welcome = ServerFrame::Welcome {
             conn: &self.conn,
@@ -115,8 +107,7 @@ impl Connection {
             Ok(()) => self.event_loop(&mut stream, &mut outbox).await,
         };
 
-        gw.disconnect(&self.conn);
-        metrics::inc(&gw.metrics.connections_closed);
+        gw.detach(&self.conn).await;
         let closing = self.session.clone();
         let reason = match exit {
             Exit::Server(d) => {
@@ -203,7 +194,9 @@ impl Connection {
             AggregatedMessage::Text(text) => {
                 metrics::inc(&self.gw.metrics.frames_in);
                 let reply = match protocol::decode(&text) {
-                    Ok(request) => self.gw.execute(&self.conn, &self.user, request).await,
+                    Ok(request) => {
+                        commands::execute(&self.gw, &self.conn, &self.user, request).await
+                    }
                     Err(e) => {
                         metrics::inc(&self.gw.metrics.bad_frames);
                         ServerFrame::failure(e.id, e.error).encode()

@@ -25,6 +25,10 @@ pub enum Disconnect {
     ProtocolError,
     /// A server-side failure that the client cannot fix.
     InternalError,
+    /// Closed through the server API, asking the client to reconnect.
+    ForceReconnect,
+    /// Closed through the server API; the client must not reconnect as is.
+    ForceDisconnect,
 }
 
 /// One row of the close-code table.
@@ -36,49 +40,17 @@ pub struct CloseCodeRow {
 }
 
 /// Every close the server initiates.
+#[rustfmt::skip]
 pub const CLOSE_CODES: &[CloseCodeRow] = &[
-    CloseCodeRow {
-        reason: Disconnect::Shutdown,
-        code: 3001,
-        name: "shutdown",
-        reconnect: true,
-    },
-    CloseCodeRow {
-        reason: Disconnect::SlowConsumer,
-        code: 3002,
-        name: "slow_consumer",
-        reconnect: true,
-    },
-    CloseCodeRow {
-        reason: Disconnect::HeartbeatTimeout,
-        code: 3003,
-        name: "heartbeat_timeout",
-        reconnect: true,
-    },
-    CloseCodeRow {
-        reason: Disconnect::InternalError,
-        code: 3004,
-        name: "internal_error",
-        reconnect: true,
-    },
-    CloseCodeRow {
-        reason: Disconnect::MessageTooBig,
-        code: 1009,
-        name: "message_too_big",
-        reconnect: false,
-    },
-    CloseCodeRow {
-        reason: Disconnect::InvalidPayload,
-        code: 1007,
-        name: "invalid_payload",
-        reconnect: false,
-    },
-    CloseCodeRow {
-        reason: Disconnect::ProtocolError,
-        code: 1002,
-        name: "protocol_error",
-        reconnect: false,
-    },
+    CloseCodeRow { reason: Disconnect::Shutdown, code: 3001, name: "shutdown", reconnect: true },
+    CloseCodeRow { reason: Disconnect::SlowConsumer, code: 3002, name: "slow_consumer", reconnect: true },
+    CloseCodeRow { reason: Disconnect::HeartbeatTimeout, code: 3003, name: "heartbeat_timeout", reconnect: true },
+    CloseCodeRow { reason: Disconnect::InternalError, code: 3004, name: "internal_error", reconnect: true },
+    CloseCodeRow { reason: Disconnect::ForceReconnect, code: 3005, name: "force_reconnect", reconnect: true },
+    CloseCodeRow { reason: Disconnect::ForceDisconnect, code: 3501, name: "force_disconnect", reconnect: false },
+    CloseCodeRow { reason: Disconnect::MessageTooBig, code: 1009, name: "message_too_big", reconnect: false },
+    CloseCodeRow { reason: Disconnect::InvalidPayload, code: 1007, name: "invalid_payload", reconnect: false },
+    CloseCodeRow { reason: Disconnect::ProtocolError, code: 1002, name: "protocol_error", reconnect: false },
 ];
 
 impl Disconnect {
@@ -95,6 +67,14 @@ impl Disconnect {
 
     pub fn name(self) -> &'static str {
         self.row().name
+    }
+
+    /// The reason with this table name (as carried between nodes).
+    pub fn from_name(name: &str) -> Option<Disconnect> {
+        CLOSE_CODES
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.reason)
     }
 
     pub fn close_reason(self) -> CloseReason {

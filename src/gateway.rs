@@ -1,13 +1,14 @@
-//! The node's services, shared by every connection and HTTP handler: the
-//! hub, the broker, settings, metrics and the draining flag; and the
-//! commands of the wire protocol, executed against them.
+//! The node's services, shared by every connection and HTTP handler: hub,
+//! broker, presence, settings, metrics and the draining flag; and the
+//! operations of the wire protocol and the server API, executed on them.
 //!
 //! The subscription lifecycle lives here because it joins hub and broker:
 //! the hub records a local subscriber first, then the broker subscription
 //! is awaited (so the reply is sent only once delivery is live); when the
 //! last local subscriber of a topic leaves, the broker subscription is
 //! released after `unsubscribe_delay`, which absorbs quick
-//! unsubscribe/resubscribe churn without Redis round trips.
+//! unsubscribe/resubscribe churn without Redis round trips. Presence and
+//! join/leave events follow the namespace's options.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,25 +16,33 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::broker::memory::MemoryBroker;
-use crate::broker::redis::RedisBroker;
+use crate::broker::redis::{self as redis_broker, RedisBroker};
 use crate::broker::{Broker, BrokerError, Publication, Published};
 use crate::config::Settings;
-use crate::hub::{ConnId, Hub, HubError};
+use crate::disconnect::Disconnect;
+use crate::hub::{ConnId, Hub, HubError, Member};
 use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Gauges, Metrics};
-use crate::protocol::{
-    check_channel, check_user, Command, ErrorBody, ErrorCode, MessageParts, Request, ServerFrame,
-};
+use crate::presence::memory::MemoryPresence;
+use crate::presence::redis::RedisPresence;
+use crate::presence::{now_ms, ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
 
 pub struct Gateway {
     pub settings: Settings,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
     pub metrics: Arc<Metrics>,
+    started_at: u64,
     draining: AtomicBool,
 }
 
 fn broker_error(e: BrokerError) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BrokerUnavailable, e.to_string())
+}
+
+fn presence_error(e: PresenceError) -> ErrorBody {
     ErrorBody::new(ErrorCode::BrokerUnavailable, e.to_string())
 }
 
@@ -47,28 +56,43 @@ fn hub_error(e: HubError) -> ErrorBody {
 }
 
 impl Gateway {
-    /// Wire the hub to the broker the settings ask for. Must run inside a
-    /// Tokio runtime (the Redis broker spawns its subscriber task).
+    /// Wire the hub to the broker and presence the settings ask for. Must
+    /// run inside a Tokio runtime (the Redis broker spawns its subscriber).
     pub fn new(settings: Settings) -> Result<Arc<Gateway>, BrokerError> {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
-        let broker: Arc<dyn Broker> = match &settings.redis_url {
-            None => Arc::new(MemoryBroker::new(hub.clone(), metrics.clone())),
-            Some(url) => Arc::new(RedisBroker::start(
-                url,
-                Keys::new(settings.key_prefix.clone()),
-                settings.node_id.clone(),
-                settings.redis_timeout,
-                settings.redis_pool_size,
-                hub.clone(),
-                metrics.clone(),
-            )?),
+        let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &settings.redis_url {
+            None => (
+                Arc::new(MemoryBroker::new(hub.clone(), metrics.clone())),
+                Arc::new(MemoryPresence::default()),
+            ),
+            Some(url) => {
+                let keys = Keys::new(settings.key_prefix.clone());
+                let pool =
+                    redis_broker::pool(url, settings.redis_pool_size, settings.redis_timeout)?;
+                let broker = RedisBroker::start(
+                    url,
+                    pool.clone(),
+                    keys.clone(),
+                    settings.node_id.clone(),
+                    settings.redis_timeout,
+                    hub.clone(),
+                    metrics.clone(),
+                )?;
+                // Entries live two heartbeats: a dead node's are gone within
+                // three intervals of its last refresh.
+                let ttl = settings.node_heartbeat * 2;
+                let presence = RedisPresence::new(pool, keys, ttl, settings.redis_timeout);
+                (Arc::new(broker), Arc::new(presence))
+            }
         };
         Ok(Arc::new(Gateway {
             settings,
             hub,
             broker,
+            presence,
             metrics,
+            started_at: now_ms(),
             draining: AtomicBool::new(false),
         }))
     }
@@ -113,8 +137,66 @@ impl Gateway {
         Ok(())
     }
 
-    /// Add a local subscriber and wait until the broker delivers the topic.
-    pub async fn subscribe(self: &Arc<Self>, conn: &ConnId, topic: Topic) -> Result<(), ErrorBody> {
+    /// The client info of a connection that is about to be attached.
+    pub fn client_info(&self, conn: &ConnId, user: &str) -> ClientInfo {
+        ClientInfo {
+            conn: conn.to_string(),
+            user: user.to_owned(),
+            node: self.node_id().to_owned(),
+            info: serde_json::json!({ "connected_at": now_ms() }),
+        }
+    }
+
+    /// A new connection: local registry, cluster registry, direct inbox.
+    /// If the broker is down this logs and goes on: the inbox stays wanted
+    /// and is subscribed when Redis returns; the registry heals on the next
+    /// heartbeat.
+    pub async fn attach(self: &Arc<Self>, conn: &ConnId, client: Arc<ClientInfo>, member: Member) {
+        self.hub.register(conn.clone(), client.clone(), member);
+        metrics::inc(&self.metrics.connections_opened);
+        self.presence_op(self.presence.register(&client)).await;
+        let inbox = Topic::User(client.user.clone());
+        if self.hub.add(conn, &inbox).is_ok() {
+            if let Err(e) = self.broker.subscribe(&inbox).await {
+                tracing::warn!(error = %e, "direct inbox not subscribed yet");
+            }
+        }
+    }
+
+    /// Forget a closed connection: leave its channels (presence, `leave`
+    /// events), release topics it was the last on, drop it from the registry.
+    pub async fn detach(self: &Arc<Self>, conn: &ConnId) {
+        let gone = self.hub.unregister(conn);
+        metrics::inc(&self.metrics.connections_closed);
+        for topic in gone.emptied {
+            self.schedule_release(topic);
+        }
+        if let Some(client) = gone.client {
+            for channel in &gone.channels {
+                self.on_left(channel, &client).await;
+            }
+            self.presence_op(self.presence.unregister(&client.user, &client.conn))
+                .await;
+        }
+    }
+
+    /// Count and log a failed presence write; the heartbeat repairs it.
+    async fn presence_op(&self, op: impl std::future::Future<Output = Result<(), PresenceError>>) {
+        metrics::inc(&self.metrics.presence_ops);
+        if let Err(e) = op.await {
+            metrics::inc(&self.metrics.presence_errors);
+            tracing::warn!(error = %e, "presence update failed");
+        }
+    }
+
+    /// Subscribe a connection to a channel; resolves when delivery is live.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        conn: &ConnId,
+        channel: &str,
+    ) -> Result<(), ErrorBody> {
+        self.check_channel(channel)?;
+        let topic = Topic::Channel(channel.to_owned());
         self.hub.add(conn, &topic).map_err(hub_error)?;
         if let Err(e) = self.broker.subscribe(&topic).await {
             // Roll back so the client can simply retry.
@@ -123,20 +205,66 @@ impl Gateway {
             }
             return Err(broker_error(e));
         }
-        Ok(())
-    }
-
-    pub fn unsubscribe(self: &Arc<Self>, conn: &ConnId, topic: Topic) -> Result<(), ErrorBody> {
-        if self.hub.remove(conn, &topic).map_err(hub_error)? {
-            self.schedule_release(topic);
+        if let Some(client) = self.hub.client(conn) {
+            self.on_joined(channel, &client).await;
         }
         Ok(())
     }
 
-    /// Forget a closed connection and release the topics it was the last on.
-    pub fn disconnect(self: &Arc<Self>, conn: &ConnId) {
-        for topic in self.hub.unregister(conn) {
+    pub async fn unsubscribe(
+        self: &Arc<Self>,
+        conn: &ConnId,
+        channel: &str,
+    ) -> Result<(), ErrorBody> {
+        self.check_channel(channel)?;
+        let topic = Topic::Channel(channel.to_owned());
+        if self.hub.remove(conn, &topic).map_err(hub_error)? {
             self.schedule_release(topic);
+        }
+        if let Some(client) = self.hub.client(conn) {
+            self.on_left(channel, &client).await;
+        }
+        Ok(())
+    }
+
+    async fn on_joined(&self, channel: &str, client: &ClientInfo) {
+        let Some(ns) = self.settings.namespace(channel) else {
+            return;
+        };
+        if ns.presence {
+            self.presence_op(self.presence.join(channel, client)).await;
+        }
+        if ns.join_leave {
+            let frame = ServerFrame::Join {
+                channel,
+                user: &client.user,
+                conn: &client.conn,
+            };
+            self.event(channel, frame.encode()).await;
+        }
+    }
+
+    async fn on_left(&self, channel: &str, client: &ClientInfo) {
+        let Some(ns) = self.settings.namespace(channel) else {
+            return;
+        };
+        if ns.presence {
+            self.presence_op(self.presence.leave(channel, &client.conn))
+                .await;
+        }
+        if ns.join_leave {
+            let frame = ServerFrame::Leave {
+                channel,
+                user: &client.user,
+                conn: &client.conn,
+            };
+            self.event(channel, frame.encode()).await;
+        }
+    }
+
+    async fn event(&self, channel: &str, frame: String) {
+        if let Err(e) = self.broker.broadcast(channel, frame).await {
+            tracing::warn!(error = %e, channel, "join/leave event not sent");
         }
     }
 
@@ -195,68 +323,97 @@ impl Gateway {
         Ok(())
     }
 
-    /// Run one client command and encode its answer.
-    pub async fn execute(
-        self: &Arc<Self>,
-        conn: &ConnId,
-        user: &str,
-        request: Request<'_>,
-    ) -> String {
-        let id = request.id;
-        let result: Result<ServerFrame<'_>, ErrorBody> = match request.command {
-            Command::Ping => Ok(ServerFrame::Pong { id }),
-            Command::Subscribe { since: Some(_), .. } => Err(ErrorBody::new(
-                ErrorCode::NotSupported,
-                "`since` needs channel history, which this gateway does not keep yet",
-            )),
-            Command::Subscribe {
-                channel,
-                since: None,
-            } => match self.check_channel(&channel) {
-                Ok(()) => self
-                    .subscribe(conn, Topic::Channel(channel))
-                    .await
-                    .map(|()| ServerFrame::ok(id)),
-                Err(e) => Err(e),
-            },
-            Command::Unsubscribe { channel } => self
-                .check_channel(&channel)
-                .and_then(|()| self.unsubscribe(conn, Topic::Channel(channel)))
-                .map(|()| ServerFrame::ok(id)),
-            Command::Publish { channel, data } => {
-                match self.publish(&channel, user, data, None).await {
-                    Ok(p) => {
-                        let encoded = ServerFrame::Reply {
-                            id,
-                            ok: Some(true),
-                            error: None,
-                            offset: Some(p.offset),
-                            epoch: Some(&p.epoch),
-                        }
-                        .encode();
-                        return encoded;
-                    }
-                    Err(e) => Err(e),
+    /// Members of a presence-enabled channel, on every node.
+    pub async fn presence_members(&self, channel: &str) -> Result<Vec<ClientInfo>, ErrorBody> {
+        self.check_channel(channel)?;
+        if !self
+            .settings
+            .namespace(channel)
+            .is_some_and(|ns| ns.presence)
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::NotEnabled,
+                format!("presence is not enabled for the namespace of {channel:?}"),
+            ));
+        }
+        metrics::inc(&self.metrics.presence_ops);
+        self.presence.members(channel).await.map_err(presence_error)
+    }
+
+    /// Live connections of a user, on every node.
+    pub async fn user_connections(&self, user: &str) -> Result<Vec<ClientInfo>, ErrorBody> {
+        check_user(user)?;
+        self.presence
+            .connections(user)
+            .await
+            .map_err(presence_error)
+    }
+
+    /// Close every connection of a user on every node.
+    pub async fn disconnect_user(&self, user: &str, reconnect: bool) -> Result<(), ErrorBody> {
+        check_user(user)?;
+        let reason = if reconnect {
+            Disconnect::ForceReconnect
+        } else {
+            Disconnect::ForceDisconnect
+        };
+        self.broker
+            .disconnect_user(user, reason)
+            .await
+            .map_err(broker_error)
+    }
+
+    /// Live nodes of the cluster (this one alone in memory mode).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ErrorBody> {
+        self.presence.nodes().await.map_err(presence_error)
+    }
+
+    /// What this node owns, for its heartbeat.
+    pub fn snapshot(&self) -> Snapshot {
+        let gauges = self.gauges();
+        let mut snapshot = Snapshot {
+            node: Some(NodeInfo {
+                id: self.node_id().to_owned(),
+                connections: gauges.connections,
+                subscriptions: gauges.subscriptions,
+                channels: gauges.channels,
+                started_at: self.started_at,
+                updated_at: now_ms(),
+            }),
+            ..Snapshot::default()
+        };
+        for (client, channels) in self.hub.snapshot() {
+            for channel in channels {
+                if self
+                    .settings
+                    .namespace(&channel)
+                    .is_some_and(|ns| ns.presence)
+                {
+                    snapshot.presence.push((channel, (*client).clone()));
                 }
             }
-            Command::Send { user: to, data } => self
-                .send_direct(&to, user, data)
-                .await
-                .map(|()| ServerFrame::ok(id)),
-            Command::Presence { .. } => Err(ErrorBody::new(
-                ErrorCode::NotSupported,
-                "presence is not available in this build",
-            )),
-            Command::History { .. } => Err(ErrorBody::new(
-                ErrorCode::NotSupported,
-                "history is not available in this build",
-            )),
-        };
-        match result {
-            Ok(frame) => frame.encode(),
-            Err(error) => {
-                metrics::inc(&self.metrics.bad_frames);
-                ServerFrame::failure(id, error).encode()
+            snapshot.clients.push((*client).clone());
+        }
+        snapshot
+    }
+
+    /// Refresh this node's record, connections and presence every
+    /// `node_heartbeat`, for as long as the node runs.
+    pub async fn heartbeat_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.node_heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match self.presence.heartbeat(&self.snapshot()).await {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    metrics::inc(&self.metrics.presence_errors);
+                    if !failing {
+                        tracing::warn!(error = %e, "node heartbeat failed; retrying every interval");
+                    }
+                    failing = true;
+                }
             }
         }
     }

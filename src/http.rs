@@ -5,6 +5,7 @@
 //! * `GET /readyz`: 200 when ready for traffic; 503 while draining or while
 //!   the broker is unreachable, so a load balancer stops routing here.
 //! * `GET /metrics`: Prometheus text.
+//! * `/api/...`: the server API (see `api`).
 
 use std::sync::Arc;
 
@@ -16,7 +17,8 @@ use crate::connection;
 use crate::gateway::Gateway;
 use crate::protocol::check_user;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub fn routes(cfg: &mut web::ServiceConfig, api_body_limit: usize) {
+    crate::api::routes(cfg, api_body_limit);
     cfg.route("/ws", web::get().to(ws))
         .route("/", web::get().to(root))
         .route("/healthz", web::get().to(healthz))

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::disconnect::Disconnect;
 use crate::keys::Topic;
 use crate::metrics::{self, Metrics};
+use crate::presence::ClientInfo;
 
 pub type ConnId = Arc<str>;
 
@@ -74,9 +75,20 @@ impl Member {
 
 #[derive(Debug)]
 struct ConnEntry {
-    user: Arc<str>,
+    client: Arc<ClientInfo>,
     member: Member,
     topics: HashSet<Topic>,
+}
+
+/// What `unregister` leaves behind.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unregistered {
+    /// The connection's client info, if it was registered.
+    pub client: Option<Arc<ClientInfo>>,
+    /// Channels the connection was subscribed to.
+    pub channels: Vec<String>,
+    /// Topics no local connection listens to any more.
+    pub emptied: Vec<Topic>,
 }
 
 #[derive(Debug, Default)]
@@ -117,34 +129,39 @@ impl Hub {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn register(&self, conn: ConnId, user: Arc<str>, member: Member) {
+    pub fn register(&self, conn: ConnId, client: Arc<ClientInfo>, member: Member) {
         self.write().conns.insert(
             conn,
             ConnEntry {
-                user,
+                client,
                 member,
                 topics: HashSet::new(),
             },
         );
     }
 
-    /// Remove a connection and all its subscriptions. Returns the topics
-    /// that no local connection listens to any more.
-    pub fn unregister(&self, conn: &ConnId) -> Vec<Topic> {
+    /// Remove a connection and all its subscriptions.
+    pub fn unregister(&self, conn: &ConnId) -> Unregistered {
         let mut inner = self.write();
         let Some(entry) = inner.conns.remove(conn) else {
-            return Vec::new();
+            return Unregistered::default();
         };
-        let mut emptied = Vec::new();
+        let mut out = Unregistered {
+            client: Some(entry.client),
+            ..Unregistered::default()
+        };
         for topic in entry.topics {
             if let Some(members) = inner.topics.get_mut(&topic) {
                 members.remove(conn);
                 if members.is_empty() {
-                    emptied.push(topic);
+                    out.emptied.push(topic.clone());
                 }
             }
+            if let Topic::Channel(channel) = topic {
+                out.channels.push(channel);
+            }
         }
-        emptied
+        out
     }
 
     /// Add a connection to a topic. Returns true if it is the first local member.
@@ -210,8 +227,39 @@ impl Hub {
         }
     }
 
-    pub fn user_of(&self, conn: &ConnId) -> Option<Arc<str>> {
-        self.read().conns.get(conn).map(|e| e.user.clone())
+    /// Ask every local connection of a user to close. Returns how many.
+    pub fn close_user(&self, user: &str, reason: Disconnect) -> usize {
+        let inner = self.read();
+        let Some(members) = inner.topics.get(&Topic::User(user.to_owned())) else {
+            return 0;
+        };
+        for member in members.values() {
+            member.closer.close(reason);
+        }
+        members.len()
+    }
+
+    pub fn client(&self, conn: &ConnId) -> Option<Arc<ClientInfo>> {
+        self.read().conns.get(conn).map(|e| e.client.clone())
+    }
+
+    /// Every local connection with the channels it is subscribed to.
+    pub fn snapshot(&self) -> Vec<(Arc<ClientInfo>, Vec<String>)> {
+        self.read()
+            .conns
+            .values()
+            .map(|e| {
+                let channels = e
+                    .topics
+                    .iter()
+                    .filter_map(|t| match t {
+                        Topic::Channel(c) => Some(c.clone()),
+                        Topic::User(_) => None,
+                    })
+                    .collect();
+                (e.client.clone(), channels)
+            })
+            .collect()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -237,6 +285,15 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn client(conn: &str) -> Arc<ClientInfo> {
+        Arc::new(ClientInfo {
+            conn: conn.into(),
+            user: "u".into(),
+            node: "n".into(),
+            info: serde_json::Value::Null,
+        })
+    }
+
     fn member(cap: usize) -> (Member, mpsc::Receiver<ByteString>) {
         let (tx, rx) = mpsc::channel(cap);
         (
@@ -255,8 +312,8 @@ mod tests {
         let (fast, mut fast_rx) = member(8);
         let (slow, _slow_rx) = member(1);
         let (a, b): (ConnId, ConnId) = ("a".into(), "b".into());
-        hub.register(a.clone(), "u".into(), fast.clone());
-        hub.register(b.clone(), "u".into(), slow.clone());
+        hub.register(a.clone(), client("a"), fast.clone());
+        hub.register(b.clone(), client("b"), slow.clone());
         assert_eq!(hub.add(&a, &topic), Ok(true));
         assert_eq!(hub.add(&b, &topic), Ok(false));
         assert_eq!(hub.add(&b, &topic), Err(HubError::AlreadySubscribed));
@@ -283,7 +340,7 @@ mod tests {
         let topic = Topic::Channel("c".into());
         let (m, _rx) = member(1);
         let a: ConnId = "a".into();
-        hub.register(a.clone(), "u".into(), m);
+        hub.register(a.clone(), client("a"), m);
         hub.add(&a, &topic).unwrap();
         assert!(!hub.release_if_empty(&topic, || panic!("has a member")));
         assert_eq!(hub.remove(&a, &topic), Ok(true));
@@ -292,7 +349,10 @@ mod tests {
         assert!(hub.release_if_empty(&topic, || released = true));
         assert!(released);
         hub.add(&a, &topic).unwrap();
-        assert_eq!(hub.unregister(&a), vec![topic]);
+        let gone = hub.unregister(&a);
+        assert_eq!(gone.emptied, vec![topic]);
+        assert_eq!(gone.channels, vec!["c".to_owned()]);
+        assert_eq!(gone.client.unwrap().conn, "a");
         assert_eq!(hub.connection_count(), 0);
     }
 }

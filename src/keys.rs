@@ -50,11 +50,43 @@ impl Keys {
         format!("{}:{{u.{user}}}:direct", self.prefix)
     }
 
+    /// Presence of a channel: hash conn -> member JSON, sorted set conn -> expiry.
+    pub fn channel_presence(&self, channel: &str) -> ExpiringSet {
+        ExpiringSet::new(format!("{}:{{c.{channel}}}:presence", self.prefix))
+    }
+
+    /// Registry of a user's connections on every node.
+    pub fn user_connections(&self, user: &str) -> ExpiringSet {
+        ExpiringSet::new(format!("{}:{{u.{user}}}:conns", self.prefix))
+    }
+
+    /// Node heartbeat records: hash node id -> record JSON, sorted set node id -> expiry.
+    pub fn nodes(&self) -> ExpiringSet {
+        ExpiringSet::new(format!("{}:{{nodes}}", self.prefix))
+    }
+
     /// Pub/sub name of a topic.
     pub fn topic_pubsub(&self, topic: &Topic) -> String {
         match topic {
             Topic::Channel(c) => self.channel_pubsub(c),
             Topic::User(u) => self.user_pubsub(u),
+        }
+    }
+}
+
+/// A set whose members expire unless refreshed: a hash of member -> value
+/// and a sorted set of member -> expiry time (ms), under one hash tag.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExpiringSet {
+    pub hash: String,
+    pub expiry: String,
+}
+
+impl ExpiringSet {
+    fn new(base: String) -> Self {
+        ExpiringSet {
+            expiry: format!("{base}:exp"),
+            hash: base,
         }
     }
 }
@@ -73,5 +105,12 @@ mod tests {
             k.topic_pubsub(&Topic::User("ann".into())),
             k.user_pubsub("ann")
         );
+        let p = k.channel_presence("chat:1");
+        assert_eq!(
+            (p.hash.as_str(), p.expiry.as_str()),
+            ("sb:{c.chat:1}:presence", "sb:{c.chat:1}:presence:exp")
+        );
+        assert_eq!(k.user_connections("ann").hash, "sb:{u.ann}:conns");
+        assert_eq!(k.nodes().expiry, "sb:{nodes}:exp");
     }
 }

@@ -8,12 +8,15 @@
 //! * [`config`] — typed, layered, validated settings.
 //! * [`startup`] — `Application`: bind, wire, serve, drain on SIGTERM.
 //! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics`.
+//! * [`api`] — the server HTTP API under `/api` (API-key protected).
 //! * [`connection`] — one task per socket.
 //! * [`protocol`] — client commands and server frames (wire protocol v1).
-//! * [`gateway`] — the node's services and the command implementations.
+//! * [`gateway`] — the node's services: subscriptions, publish, presence, API operations.
+//! * [`commands`] — client commands executed against the gateway.
 //! * [`hub`] — node-local topic → outbox registry; bounded queues.
 //! * [`broker`] — the `Broker` trait, in-memory and Redis implementations,
 //!   and the envelope nodes exchange.
+//! * [`presence`] — channel presence, connection and node registries.
 //! * [`keys`] — every Redis name.
 //! * [`disconnect`] — close reasons and their codes.
 //! * [`metrics`] — counters for `/metrics`.
@@ -28,7 +31,9 @@
 //! ```
 //! In memory mode the middle step is a direct call into the local hub.
 
+pub mod api;
 pub mod broker;
+pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod disconnect;
@@ -37,5 +42,6 @@ pub mod http;
 pub mod hub;
 pub mod keys;
 pub mod metrics;
+pub mod presence;
 pub mod protocol;
 pub mod startup;

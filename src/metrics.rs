@@ -20,6 +20,9 @@ pub struct Metrics {
     pub heartbeat_timeouts: AtomicU64,
     pub broker_errors: AtomicU64,
     pub redis_reconnects: AtomicU64,
+    pub presence_ops: AtomicU64,
+    pub presence_errors: AtomicU64,
+    pub api_requests: AtomicU64,
 }
 
 /// Gauges read from live state when scraped.
@@ -47,7 +50,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
         };
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "switchboard_connections_opened_total",
                 "WebSocket connections accepted.",
@@ -107,6 +110,21 @@ impl Metrics {
                 "switchboard_redis_reconnects_total",
                 "Times the Redis subscriber connection was re-established.",
                 &self.redis_reconnects,
+            ),
+            (
+                "switchboard_presence_operations_total",
+                "Presence and registry reads and writes.",
+                &self.presence_ops,
+            ),
+            (
+                "switchboard_presence_errors_total",
+                "Presence, registry and heartbeat operations that failed.",
+                &self.presence_errors,
+            ),
+            (
+                "switchboard_api_requests_total",
+                "Server API requests.",
+                &self.api_requests,
             ),
         ];
         for (name, help, c) in counters {

@@ -13,6 +13,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::presence::ClientInfo;
+
 /// Error codes carried in `reply.error.code` and `error.error.code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,6 +33,14 @@ pub enum ErrorCode {
     BrokerUnavailable,
     /// A command this build does not offer yet (named in the message).
     NotSupported,
+    /// The channel's namespace does not enable this feature (e.g. presence).
+    NotEnabled,
+    /// Server API: missing or wrong API key.
+    Unauthorized,
+    /// Server API: the body is not the JSON the endpoint takes.
+    BadRequest,
+    /// Server API: the body is larger than the limit.
+    PayloadTooLarge,
     Internal,
 }
 
@@ -230,6 +240,9 @@ pub enum ServerFrame<'a> {
         offset: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         epoch: Option<&'a str>,
+        /// Members, in the answer to `presence`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<&'a [ClientInfo]>,
     },
     Error {
         error: ErrorBody,
@@ -273,6 +286,7 @@ impl ServerFrame<'_> {
             error: None,
             offset: None,
             epoch: None,
+            members: None,
         }
     }
 
@@ -286,6 +300,7 @@ impl ServerFrame<'_> {
                 error: Some(error),
                 offset: None,
                 epoch: None,
+                members: None,
             },
             None => ServerFrame::Error { error },
         }

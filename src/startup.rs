@@ -37,6 +37,7 @@ pub struct Application {
     port: u16,
     server: Server,
     gateway: Arc<Gateway>,
+    heartbeat: tokio::task::AbortHandle,
 }
 
 /// Triggers the drain sequence from outside (tests, signal handler).
@@ -44,6 +45,7 @@ pub struct Application {
 pub struct Drainer {
     gateway: Arc<Gateway>,
     server: ServerHandle,
+    heartbeat: tokio::task::AbortHandle,
 }
 
 impl Drainer {
@@ -64,6 +66,7 @@ impl Drainer {
         if left > 0 {
             tracing::warn!(left, "drain timeout: dropping remaining connections");
         }
+        self.heartbeat.abort();
         gw.broker.shutdown();
         self.server.stop(true).await;
     }
@@ -79,19 +82,25 @@ impl Application {
         let workers = settings.workers;
         let max_connections = settings.max_connections;
         let backlog = settings.backlog;
+        // Room for the JSON around a message of the largest allowed size.
+        let api_body_limit = settings.max_message_bytes + 4096;
         let gateway = Gateway::new(settings)?;
+        let heartbeat = tokio::spawn(gateway.clone().heartbeat_loop()).abort_handle();
         let data = web::Data::from(gateway.clone());
-        let server =
-            HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
-                .workers(workers)
-                .max_connections(max_connections)
-                .backlog(backlog)
-                .disable_signals()
-                // Our drain has already closed the sockets by the time actix stops.
-                .shutdown_timeout(1)
-                .listen(listener)
-                .map_err(StartupError::Server)?
-                .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(|cfg| http::routes(cfg, api_body_limit))
+        })
+        .workers(workers)
+        .max_connections(max_connections)
+        .backlog(backlog)
+        .disable_signals()
+        // Our drain has already closed the sockets by the time actix stops.
+        .shutdown_timeout(1)
+        .listen(listener)
+        .map_err(StartupError::Server)?
+        .run();
         tracing::info!(
             port,
             node = %gateway.node_id(),
@@ -102,6 +111,7 @@ impl Application {
             port,
             server,
             gateway,
+            heartbeat,
         })
     }
 
@@ -117,6 +127,7 @@ impl Application {
         Drainer {
             gateway: self.gateway.clone(),
             server: self.server.handle(),
+            heartbeat: self.heartbeat.clone(),
         }
     }
 

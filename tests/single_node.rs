@@ -75,6 +75,7 @@ async fn malformed_frames_get_errors_and_the_connection_stays_open() {
     let node = TestNode::memory(|s| {
         s.namespaces = vec![switchboard::config::Namespace {
             name: "chat".into(),
+            options: Default::default(),
         }];
     })
     .await;
@@ -123,7 +124,8 @@ async fn malformed_frames_get_errors_and_the_connection_stays_open() {
             json!({"type": "subscribe", "channel": "x", "since": {"offset": 1, "epoch": "e"}}),
             "not_supported",
         ),
-        (json!({"type": "presence", "channel": "x"}), "not_supported"),
+        (json!({"type": "presence", "channel": "x"}), "not_enabled"),
+        (json!({"type": "history", "channel": "x"}), "not_supported"),
     ];
     for (frame, code) in cases {
         let r = c.request(frame.clone()).await;

@@ -4,7 +4,12 @@
 //! ```text
 //! {"o":"node-a","c":"chat:1","tp":"00-…-01","off":7,"ep":"k3j9x0aa"}\n{"type":"message",…}
 //! {"o":"node-a","u":"ann","tp":null}\n{"type":"direct",…}
+//! {"o":"node-a","c":"chat:1","tp":null}\n{"type":"join",…}
+//! {"o":"node-a","u":"ann","tp":null,"x":"force_disconnect"}\n
 //! ```
+//!
+//! A header with `x` is a control message for the node itself (close every
+//! local connection of the user, with that close reason), not a frame.
 //!
 //! The header tells the receiving node the origin, the topic, the stream
 //! position and the trace context without parsing the frame; the frame is
@@ -13,6 +18,7 @@
 use bytestring::ByteString;
 use serde::Deserialize;
 
+use crate::disconnect::Disconnect;
 use crate::keys::Topic;
 use crate::protocol::json_string;
 
@@ -33,6 +39,9 @@ pub struct Header {
     pub off: Option<u64>,
     #[serde(default)]
     pub ep: Option<String>,
+    /// Control kind: a close reason name from the close-code table.
+    #[serde(default)]
+    pub x: Option<String>,
 }
 
 impl Header {
@@ -70,6 +79,34 @@ pub fn direct(origin: &str, user: &str, traceparent: Option<&str>, frame: &str) 
     )
 }
 
+/// A channel event outside the offset stream (`join`, `leave`).
+pub fn event(origin: &str, channel: &str, frame: &str) -> String {
+    format!(
+        "{{\"o\":{},\"c\":{},\"tp\":null}}\n{frame}",
+        json_string(origin),
+        json_string(channel)
+    )
+}
+
+/// Close every connection of `user`, on whichever node holds it.
+pub fn control(origin: &str, user: &str, reason: Disconnect) -> String {
+    format!(
+        "{{\"o\":{},\"u\":{},\"tp\":null,\"x\":{}}}\n",
+        json_string(origin),
+        json_string(user),
+        json_string(reason.name())
+    )
+}
+
+/// What a payload asks the receiving node to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Forward the frame to the topic's local subscribers.
+    Frame { topic: Topic, frame: ByteString },
+    /// Close the user's local connections.
+    Disconnect { user: String, reason: Disconnect },
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     #[error("no header line")]
@@ -80,10 +117,12 @@ pub enum EnvelopeError {
     NoTopic,
     #[error("frame is not UTF-8")]
     NotUtf8,
+    #[error("unknown control {0:?}")]
+    UnknownControl(String),
 }
 
-/// Split a payload into its header and the frame to forward.
-pub fn decode(payload: &[u8]) -> Result<(Header, Topic, ByteString), EnvelopeError> {
+/// Split a payload into its header and what to do with it.
+pub fn decode(payload: &[u8]) -> Result<(Header, Delivery), EnvelopeError> {
     let newline = payload
         .iter()
         .position(|&b| b == b'\n')
@@ -91,8 +130,19 @@ pub fn decode(payload: &[u8]) -> Result<(Header, Topic, ByteString), EnvelopeErr
     let header: Header = serde_json::from_slice(&payload[..newline])
         .map_err(|e| EnvelopeError::BadHeader(e.to_string()))?;
     let topic = header.topic().ok_or(EnvelopeError::NoTopic)?;
+    if let Some(kind) = &header.x {
+        let reason = Disconnect::from_name(kind)
+            .ok_or_else(|| EnvelopeError::UnknownControl(kind.clone()))?;
+        let Topic::User(user) = topic else {
+            return Err(EnvelopeError::UnknownControl(format!(
+                "{kind} on a channel"
+            )));
+        };
+        return Ok((header, Delivery::Disconnect { user, reason }));
+    }
     let frame = std::str::from_utf8(&payload[newline + 1..]).map_err(|_| EnvelopeError::NotUtf8)?;
-    Ok((header, topic, ByteString::from(frame)))
+    let frame = ByteString::from(frame);
+    Ok((header, Delivery::Frame { topic, frame }))
 }
 
 #[cfg(test)]
@@ -103,7 +153,10 @@ mod tests {
     fn channel_envelope_round_trips() {
         let mut payload = channel_head("n1", "chat:1", Some("00-abc-def-01"));
         payload.push_str("7,\"ep\":\"e1\"}\n{\"type\":\"message\"}");
-        let (h, topic, frame) = decode(payload.as_bytes()).unwrap();
+        let (h, delivery) = decode(payload.as_bytes()).unwrap();
+        let Delivery::Frame { topic, frame } = delivery else {
+            panic!("{delivery:?}")
+        };
         assert_eq!(h.o, "n1");
         assert_eq!(h.off, Some(7));
         assert_eq!(h.ep.as_deref(), Some("e1"));
@@ -115,10 +168,38 @@ mod tests {
     #[test]
     fn direct_envelope_round_trips() {
         let payload = direct("n1", "ann \"x\"", None, "{\"type\":\"direct\"}\n");
-        let (h, topic, frame) = decode(payload.as_bytes()).unwrap();
+        let (h, delivery) = decode(payload.as_bytes()).unwrap();
+        let Delivery::Frame { topic, frame } = delivery else {
+            panic!("{delivery:?}")
+        };
         assert_eq!(h.tp, None);
         assert_eq!(topic, Topic::User("ann \"x\"".into()));
         assert_eq!(frame, "{\"type\":\"direct\"}\n");
+    }
+
+    #[test]
+    fn events_and_controls_round_trip() {
+        let (_, d) = decode(event("n1", "c", "{\"type\":\"join\"}").as_bytes()).unwrap();
+        assert_eq!(
+            d,
+            Delivery::Frame {
+                topic: Topic::Channel("c".into()),
+                frame: "{\"type\":\"join\"}".into()
+            }
+        );
+        let (_, d) = decode(control("n1", "bob", Disconnect::ForceDisconnect).as_bytes()).unwrap();
+        assert_eq!(
+            d,
+            Delivery::Disconnect {
+                user: "bob".into(),
+                reason: Disconnect::ForceDisconnect
+            }
+        );
+        let bad = "{\"o\":\"n\",\"u\":\"bob\",\"x\":\"explode\"}\n";
+        assert!(matches!(
+            decode(bad.as_bytes()).unwrap_err(),
+            EnvelopeError::UnknownControl(_)
+        ));
     }
 
     #[test]

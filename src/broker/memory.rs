@@ -18,6 +18,7 @@ use bytestring::ByteString;
 use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{Broker, BrokerError, Publication, Published};
+use crate::disconnect::Disconnect;
 use crate::hub::Hub;
 use crate::keys::Topic;
 use crate::metrics;
@@ -83,6 +84,27 @@ impl Broker for MemoryBroker {
         metrics::inc(&self.metrics.broker_messages_in);
         self.hub
             .dispatch(&Topic::User(user.to_owned()), &ByteString::from(frame));
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn broadcast<'a>(
+        &'a self,
+        channel: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.hub.dispatch(
+            &Topic::Channel(channel.to_owned()),
+            &ByteString::from(frame),
+        );
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn disconnect_user<'a>(
+        &'a self,
+        user: &'a str,
+        reason: Disconnect,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.hub.close_user(user, reason);
         futures_util::future::ready(Ok(())).boxed()
     }
 

@@ -18,6 +18,7 @@ pub mod redis;
 
 use futures_util::future::BoxFuture;
 
+use crate::disconnect::Disconnect;
 use crate::keys::Topic;
 use crate::protocol::MessageParts;
 
@@ -60,6 +61,21 @@ pub trait Broker: Send + Sync + 'static {
         &'a self,
         user: &'a str,
         frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Deliver an encoded frame to a channel's subscribers on every node,
+    /// outside the channel's offset stream (`join` / `leave` events).
+    fn broadcast<'a>(
+        &'a self,
+        channel: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Close every connection of `user` on every node with `reason`.
+    fn disconnect_user<'a>(
+        &'a self,
+        user: &'a str,
+        reason: Disconnect,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Resolve once messages for `topic` will reach this node's hub.

@@ -19,14 +19,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::{Pool, Runtime};
+
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::envelope;
+use super::envelope::{self, Delivery};
 use super::{Broker, BrokerError, Publication, Published};
+use crate::disconnect::Disconnect;
 use crate::hub::Hub;
 use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Metrics};
@@ -39,6 +41,22 @@ const CHANNEL_META_TTL_SECS: u64 = 86_400;
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Channels per SUBSCRIBE command when resubscribing many at once.
 const SUBSCRIBE_BATCH: usize = 256;
+
+/// The command pool shared by the broker and presence: every checkout,
+/// create and recycle is bounded by `timeout`.
+pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, BrokerError> {
+    let unavailable = |e: &dyn std::fmt::Display| BrokerError::Unavailable(e.to_string());
+    deadpool_redis::Config::from_url(url)
+        .builder()
+        .map_err(|e| unavailable(&e))?
+        .max_size(size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| unavailable(&e))
+}
 
 const PUBLISH_LUA: &str = r#"
 local ep = redis.call('HGET', KEYS[1], 'e')
@@ -90,29 +108,19 @@ pub struct RedisBroker {
 }
 
 impl RedisBroker {
-    /// Build the pool and start the subscriber task. Does not wait for Redis:
+    /// Start the subscriber task; commands use `pool`. Does not wait for Redis:
     /// a node may start before Redis and becomes ready when it connects.
     pub fn start(
         url: &str,
+        pool: Pool,
         keys: Keys,
         node_id: String,
         timeout: Duration,
-        pool_size: usize,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<RedisBroker, BrokerError> {
-        let unavailable = |e: &dyn std::fmt::Display| BrokerError::Unavailable(e.to_string());
-        let client = redis::Client::open(url).map_err(|e| unavailable(&e))?;
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|e| unavailable(&e))?
-            .max_size(pool_size)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| unavailable(&e))?;
+        let client =
+            redis::Client::open(url).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         let subs = Arc::new(Subscriptions::default());
         let healthy = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(subscriber_loop(
@@ -148,6 +156,21 @@ impl RedisBroker {
             metrics::inc(&self.metrics.broker_errors);
         }
         result
+    }
+
+    /// PUBLISH a payload under the operation timeout.
+    async fn publish_raw(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
+        self.with_timeout(async {
+            let mut conn = self.conn().await?;
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(redis_error)
+        })
+        .await
+        .map(drop)
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
@@ -197,18 +220,34 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         async move {
             let payload = envelope::direct(&self.node_id, user, None, &frame);
-            let chan = self.keys.user_pubsub(user);
-            self.with_timeout(async {
-                let mut conn = self.conn().await?;
-                redis::cmd("PUBLISH")
-                    .arg(&chan)
-                    .arg(&payload)
-                    .query_async::<i64>(&mut conn)
-                    .await
-                    .map_err(redis_error)
-            })
-            .await
-            .map(drop)
+            self.publish_raw(&self.keys.user_pubsub(user), &payload)
+                .await
+        }
+        .boxed()
+    }
+
+    fn broadcast<'a>(
+        &'a self,
+        channel: &'a str,
+        frame: String,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let payload = envelope::event(&self.node_id, channel, &frame);
+            self.publish_raw(&self.keys.channel_pubsub(channel), &payload)
+                .await
+        }
+        .boxed()
+    }
+
+    fn disconnect_user<'a>(
+        &'a self,
+        user: &'a str,
+        reason: Disconnect,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let payload = envelope::control(&self.node_id, user, reason);
+            self.publish_raw(&self.keys.user_pubsub(user), &payload)
+                .await
         }
         .boxed()
     }
@@ -350,9 +389,13 @@ async fn retry_later(
 async fn read_loop(mut stream: PubSubStream, hub: &Hub, metrics: &Metrics) {
     while let Some(msg) = stream.next().await {
         match envelope::decode(msg.get_payload_bytes()) {
-            Ok((_header, topic, frame)) => {
+            Ok((_header, Delivery::Frame { topic, frame })) => {
                 metrics::inc(&metrics.broker_messages_in);
                 hub.dispatch(&topic, &frame);
+            }
+            Ok((_header, Delivery::Disconnect { user, reason })) => {
+                let closed = hub.close_user(&user, reason);
+                tracing::debug!(%user, closed, reason = reason.name(), "disconnect requested");
             }
             Err(e) => {
                 tracing::warn!(channel = msg.get_channel_name(), error = %e, "dropping malformed envelope");

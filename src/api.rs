@@ -1,0 +1,253 @@
+//! The server HTTP API under `/api`: JSON in, JSON out, guarded by an API
+//! key (`Authorization: apikey KEY`). Backends use it to publish, send to
+//! users, read presence and the node list, and disconnect users.
+//!
+//! Every error is `{"error": {"code", "message"}}` with a fitting status:
+//! 401 for a missing or wrong key (or an API with no key configured), 400
+//! for a body or name the endpoint cannot take, 413 for an oversize body,
+//! 503 when Redis does not answer. docs/api.md shows each endpoint with curl.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{error::JsonPayloadError, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::gateway::Gateway;
+use crate::metrics;
+use crate::protocol::{check_user, ErrorBody, ErrorCode};
+
+/// Most channels one broadcast may name.
+pub const MAX_BROADCAST_CHANNELS: usize = 1000;
+
+pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.service(
+        web::scope("/api")
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(body_limit)
+                    .content_type_required(false)
+                    .error_handler(|err, _req| {
+                        let response = body_error(&err);
+                        actix_web::error::InternalError::from_response(err, response).into()
+                    }),
+            )
+            .route("/publish", web::post().to(publish))
+            .route("/broadcast", web::post().to(broadcast))
+            .route("/send", web::post().to(send))
+            .route("/disconnect", web::post().to(disconnect))
+            .route("/presence/{channel:.+}", web::get().to(presence))
+            .route("/users/{user}/connections", web::get().to(connections))
+            .route("/nodes", web::get().to(nodes)),
+    );
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::BrokerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn error(body: ErrorBody) -> HttpResponse {
+    HttpResponse::build(status_of(body.code)).json(json!({ "error": body }))
+}
+
+fn body_error(err: &JsonPayloadError) -> HttpResponse {
+    let code = match err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ErrorCode::PayloadTooLarge
+        }
+        _ => ErrorCode::BadRequest,
+    };
+    error(ErrorBody::new(code, format!("bad request body: {err}")))
+}
+
+/// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Check the API key; `Err` is the response to send instead.
+fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), HttpResponse> {
+    metrics::inc(&gw.metrics.api_requests);
+    let unauthorized = |msg: &str| Err(error(ErrorBody::new(ErrorCode::Unauthorized, msg)));
+    let Some(key) = &gw.settings.api_key else {
+        return unauthorized("the server API is disabled on this node: set api_key");
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("apikey "));
+    match given {
+        None => unauthorized("missing `Authorization: apikey KEY` header"),
+        Some(given) if same(given.trim().as_bytes(), key.as_bytes()) => Ok(()),
+        Some(_) => unauthorized("wrong API key"),
+    }
+}
+
+macro_rules! authorized {
+    ($req:expr, $gw:expr) => {
+        if let Err(response) = authorize(&$req, &$gw) {
+            return response;
+        }
+    };
+}
+
+/// The sender named in `message.from` / `direct.from` for API calls.
+fn sender(from: &Option<String>) -> Result<&str, ErrorBody> {
+    match from {
+        Some(from) => check_user(from).map(|()| from.as_str()),
+        None => Ok(""),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: String,
+    data: Box<RawValue>,
+    from: Option<String>,
+    traceparent: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Position<'a> {
+    offset: u64,
+    epoch: &'a str,
+}
+
+async fn publish(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    body: web::Json<PublishBody>,
+) -> HttpResponse {
+    authorized!(req, gw);
+    let result = match sender(&body.from) {
+        Ok(from) => {
+            gw.publish(&body.channel, from, &body.data, body.traceparent.as_deref())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(p) => HttpResponse::Ok().json(Position {
+            offset: p.offset,
+            epoch: &p.epoch,
+        }),
+        Err(e) => error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    channels: Vec<String>,
+    data: Box<RawValue>,
+    from: Option<String>,
+}
+
+/// Publish one message to several channels; each channel gets its own
+/// result, so one bad channel does not hide the others' offsets.
+async fn broadcast(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    body: web::Json<BroadcastBody>,
+) -> HttpResponse {
+    authorized!(req, gw);
+    if body.channels.is_empty() || body.channels.len() > MAX_BROADCAST_CHANNELS {
+        return error(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("`channels` must name 1 to {MAX_BROADCAST_CHANNELS} channels"),
+        ));
+    }
+    let from = match sender(&body.from) {
+        Ok(from) => from,
+        Err(e) => return error(e),
+    };
+    let mut results = Vec::with_capacity(body.channels.len());
+    for channel in &body.channels {
+        results.push(match gw.publish(channel, from, &body.data, None).await {
+            Ok(p) => json!({ "channel": channel, "offset": p.offset, "epoch": p.epoch }),
+            Err(e) => json!({ "channel": channel, "error": e }),
+        });
+    }
+    HttpResponse::Ok().json(json!({ "results": results }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    user: String,
+    data: Box<RawValue>,
+    from: Option<String>,
+}
+
+async fn send(req: HttpRequest, gw: web::Data<Gateway>, body: web::Json<SendBody>) -> HttpResponse {
+    authorized!(req, gw);
+    let result = match sender(&body.from) {
+        Ok(from) => gw.send_direct(&body.user, from, &body.data).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => HttpResponse::Ok().json(json!({})),
+        Err(e) => error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    user: String,
+    /// Close with `force_reconnect` (3005) instead of `force_disconnect` (3501).
+    #[serde(default)]
+    reconnect: bool,
+}
+
+async fn disconnect(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    body: web::Json<DisconnectBody>,
+) -> HttpResponse {
+    authorized!(req, gw);
+    match gw.disconnect_user(&body.user, body.reconnect).await {
+        Ok(()) => HttpResponse::Ok().json(json!({})),
+        Err(e) => error(e),
+    }
+}
+
+async fn presence(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    channel: web::Path<String>,
+) -> HttpResponse {
+    authorized!(req, gw);
+    match gw.presence_members(&channel).await {
+        Ok(members) => HttpResponse::Ok().json(json!({ "channel": *channel, "members": members })),
+        Err(e) => error(e),
+    }
+}
+
+async fn connections(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    user: web::Path<String>,
+) -> HttpResponse {
+    authorized!(req, gw);
+    match gw.user_connections(&user).await {
+        Ok(conns) => HttpResponse::Ok().json(json!({ "user": *user, "connections": conns })),
+        Err(e) => error(e),
+    }
+}
+
+async fn nodes(req: HttpRequest, gw: web::Data<Gateway>) -> HttpResponse {
+    authorized!(req, gw);
+    match gw.nodes().await {
+        Ok(nodes) => HttpResponse::Ok().json(json!({ "nodes": nodes })),
+        Err(e) => error(e),
+    }
+}

@@ -1,0 +1,277 @@
+//! Cluster presence in Redis. Each set is a hash (member -> JSON) plus a
+//! sorted set (member -> expiry in ms, Redis clock), changed only by the
+//! Lua scripts below so the two never disagree. Reads drop expired members
+//! first; writes extend both keys' TTL so a set nobody refreshes vanishes.
+//! The Redis clock is used throughout, so node clock skew cannot make one
+//! node's entries look expired to another.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use futures_util::future::{BoxFuture, FutureExt};
+use serde::de::DeserializeOwned;
+
+use super::{ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use crate::keys::{ExpiringSet, Keys};
+
+/// KEYS: hash, expiry zset. ARGV: ttl ms, then member, value pairs.
+const ADD_LUA: &str = r#"
+local t = redis.call('TIME')
+local expires = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], expires, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"#;
+
+/// KEYS: hash, expiry zset. ARGV: members.
+const REMOVE_LUA: &str = r#"
+redis.call('HDEL', KEYS[1], unpack(ARGV))
+redis.call('ZREM', KEYS[2], unpack(ARGV))
+return 1
+"#;
+
+/// KEYS: hash, expiry zset. Drops expired members, returns the rest (HGETALL).
+const LIST_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for i = 1, #expired, 500 do
+  redis.call('HDEL', KEYS[1], unpack(expired, i, math.min(i + 499, #expired)))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+return redis.call('HGETALL', KEYS[1])
+"#;
+
+/// Commands per pipelined round trip during a heartbeat.
+const HEARTBEAT_BATCH: usize = 256;
+
+pub struct RedisPresence {
+    pool: Pool,
+    keys: Keys,
+    /// How long an entry lives without a refresh.
+    ttl: Duration,
+    timeout: Duration,
+    add: redis::Script,
+    remove: redis::Script,
+    list: redis::Script,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> PresenceError {
+    PresenceError::Unavailable(e.to_string())
+}
+
+impl RedisPresence {
+    pub fn new(pool: Pool, keys: Keys, ttl: Duration, timeout: Duration) -> Self {
+        RedisPresence {
+            pool,
+            keys,
+            ttl,
+            timeout,
+            add: redis::Script::new(ADD_LUA),
+            remove: redis::Script::new(REMOVE_LUA),
+            list: redis::Script::new(LIST_LUA),
+        }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, PresenceError>>,
+    ) -> Result<T, PresenceError> {
+        tokio::time::timeout(self.timeout, op)
+            .await
+            .unwrap_or(Err(PresenceError::Timeout(self.timeout)))
+    }
+
+    async fn add_one(
+        &self,
+        set: ExpiringSet,
+        member: &str,
+        value: String,
+    ) -> Result<(), PresenceError> {
+        self.bounded(async {
+            let mut conn = self.pool.get().await.map_err(unavailable)?;
+            self.add
+                .key(&set.hash)
+                .key(&set.expiry)
+                .arg(self.ttl_ms())
+                .arg(member)
+                .arg(value)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(unavailable)
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn remove_one(&self, set: ExpiringSet, member: &str) -> Result<(), PresenceError> {
+        self.bounded(async {
+            let mut conn = self.pool.get().await.map_err(unavailable)?;
+            self.remove
+                .key(&set.hash)
+                .key(&set.expiry)
+                .arg(member)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(unavailable)
+                .map(drop)
+        })
+        .await
+    }
+
+    /// Live members' values, decoded, in member order.
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        set: ExpiringSet,
+    ) -> Result<Vec<T>, PresenceError> {
+        let flat: Vec<String> = self
+            .bounded(async {
+                let mut conn = self.pool.get().await.map_err(unavailable)?;
+                self.list
+                    .key(&set.hash)
+                    .key(&set.expiry)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        let mut by_member = BTreeMap::new();
+        for pair in flat.chunks_exact(2) {
+            let value: T = serde_json::from_str(&pair[1])
+                .map_err(|e| PresenceError::Malformed(format!("{}[{}]: {e}", set.hash, pair[0])))?;
+            by_member.insert(pair[0].clone(), value);
+        }
+        Ok(by_member.into_values().collect())
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("presence records serialise")
+}
+
+impl Presence for RedisPresence {
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<(), PresenceError>> {
+        self.add_one(
+            self.keys.channel_presence(channel),
+            &client.conn,
+            to_json(client),
+        )
+        .boxed()
+    }
+
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        conn: &'a str,
+    ) -> BoxFuture<'a, Result<(), PresenceError>> {
+        self.remove_one(self.keys.channel_presence(channel), conn)
+            .boxed()
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>> {
+        self.list_all(self.keys.channel_presence(channel)).boxed()
+    }
+
+    fn register<'a>(&'a self, client: &'a ClientInfo) -> BoxFuture<'a, Result<(), PresenceError>> {
+        self.add_one(
+            self.keys.user_connections(&client.user),
+            &client.conn,
+            to_json(client),
+        )
+        .boxed()
+    }
+
+    fn unregister<'a>(
+        &'a self,
+        user: &'a str,
+        conn: &'a str,
+    ) -> BoxFuture<'a, Result<(), PresenceError>> {
+        self.remove_one(self.keys.user_connections(user), conn)
+            .boxed()
+    }
+
+    fn connections<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>> {
+        self.list_all(self.keys.user_connections(user)).boxed()
+    }
+
+    fn heartbeat<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
+        async move {
+            // Group members by set so each set takes one script call.
+            let mut sets: BTreeMap<ExpiringSet, Vec<(&str, String)>> = BTreeMap::new();
+            if let Some(node) = &snapshot.node {
+                sets.entry(self.keys.nodes())
+                    .or_default()
+                    .push((&node.id, to_json(node)));
+            }
+            for client in &snapshot.clients {
+                sets.entry(self.keys.user_connections(&client.user))
+                    .or_default()
+                    .push((&client.conn, to_json(client)));
+            }
+            for (channel, client) in &snapshot.presence {
+                sets.entry(self.keys.channel_presence(channel))
+                    .or_default()
+                    .push((&client.conn, to_json(client)));
+            }
+            let sets: Vec<_> = sets.into_iter().collect();
+            let mut conn = self
+                .bounded(async { self.pool.get().await.map_err(unavailable) })
+                .await?;
+            // EVALSHA in a pipeline needs the script loaded (Redis may have restarted).
+            self.bounded(async {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(ADD_LUA)
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+            for batch in sets.chunks(HEARTBEAT_BATCH) {
+                let mut pipe = redis::pipe();
+                for (set, members) in batch {
+                    let cmd = pipe
+                        .cmd("EVALSHA")
+                        .arg(self.add.get_hash())
+                        .arg(2)
+                        .arg(&set.hash)
+                        .arg(&set.expiry)
+                        .arg(self.ttl_ms());
+                    for (member, value) in members {
+                        cmd.arg(*member).arg(value);
+                    }
+                    cmd.ignore();
+                }
+                self.bounded(async {
+                    pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+                })
+                .await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, PresenceError>> {
+        self.list_all(self.keys.nodes()).boxed()
+    }
+}
