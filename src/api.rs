@@ -71,10 +71,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Check the API key; `Err` is the response to send instead.
-fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), HttpResponse> {
+/// Check the API key.
+fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), ErrorBody> {
     metrics::inc(&gw.metrics.api_requests);
-    let unauthorized = |msg: &str| Err(error(ErrorBody::new(ErrorCode::Unauthorized, msg)));
+    let unauthorized = |msg: &str| Err(ErrorBody::new(ErrorCode::Unauthorized, msg));
     let Some(key) = &gw.settings.api_key else {
         return unauthorized("the server API is disabled on this node: set api_key");
     };
@@ -92,8 +92,8 @@ fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), HttpResponse> {
 
 macro_rules! authorized {
     ($req:expr, $gw:expr) => {
-        if let Err(response) = authorize(&$req, &$gw) {
-            return response;
+        if let Err(e) = authorize(&$req, &$gw) {
+            return error(e);
         }
     };
 }
