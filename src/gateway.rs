@@ -79,9 +79,10 @@ impl Gateway {
                     hub.clone(),
                     metrics.clone(),
                 )?;
-                // Entries live two heartbeats: a dead node's are gone within
-                // three intervals of its last refresh.
-                let ttl = settings.node_heartbeat * 2;
+                // Entries live 2.5 heartbeats: a live node refreshes them with
+                // room for a late tick, and a dead node's are gone within 2.5
+                // intervals of its last refresh (under 3 after it died).
+                let ttl = settings.node_heartbeat * 5 / 2;
                 let presence = RedisPresence::new(pool, keys, ttl, settings.redis_timeout);
                 (Arc::new(broker), Arc::new(presence))
             }

@@ -4,7 +4,7 @@
 //! Three sets with one shape — members that expire unless refreshed — so a
 //! node that dies (even `kill -9`) leaves nothing behind for long: every
 //! node refreshes what it owns each `node_heartbeat_ms`, entries live for
-//! two intervals, and readers drop what has expired. A node that is alive
+//! 2.5 intervals, and readers drop what has expired. A node that is alive
 //! but lost a removal (Redis was down when a client left) heals the same way.
 //!
 //! As with the broker, [`memory::MemoryPresence`] is the single-node

@@ -188,28 +188,97 @@ impl TestNode {
     pub async fn connect(&self, user: &str) -> Client {
         Client::connect(&self.ws_url(user)).await
     }
+
+    pub async fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        api(self.port, method, path, body).await
+    }
 }
 
 /// A minimal HTTP/1.1 GET, enough for the operational endpoints.
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    http(port, "GET", path, &[], "").await
+}
+
+/// A minimal HTTP/1.1 request; returns status and body.
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let mut response = Vec::new();
+    // The server may close before reading an oversize body: keep what came.
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time");
+    let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    // Bodies of JSON answers may come chunked; undo that.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// The test API key configured by `with_api`.
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+/// Call the server API with the test key; the body is JSON.
+pub async fn api(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let auth = format!("apikey {API_KEY}");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, text) = http(
+        port,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    )
+    .await;
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text:?}"));
+    (status, value)
 }
 
 /// A WebSocket client that keeps frames it was not waiting for.
