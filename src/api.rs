@@ -38,12 +38,23 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .route("/disconnect", web::post().to(disconnect))
             .route("/presence/{channel:.+}", web::get().to(presence))
             .route("/users/{user}/connections", web::get().to(connections))
-            .route("/nodes", web::get().to(nodes)),
+            .route("/nodes", web::get().to(nodes))
+            .default_service(web::to(not_found)),
     );
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let message = format!(
+        "no API endpoint {} {}; see docs/api.md",
+        req.method(),
+        req.path()
+    );
+    error(ErrorBody::new(ErrorCode::NotFound, message))
 }
 
 fn status_of(code: ErrorCode) -> StatusCode {
     match code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::BrokerUnavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     BadRequest,
     /// Server API: the body is larger than the limit.
     PayloadTooLarge,
+    /// Server API: no such endpoint (or not with this method).
+    NotFound,
     Internal,
 }
 

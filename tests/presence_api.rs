@@ -438,6 +438,8 @@ async fn api_refuses_missing_or_wrong_keys_and_bad_bodies() {
             400,
             "unknown_channel",
         ),
+        ("GET", "/api/publish", String::new(), 404, "not_found"),
+        ("POST", "/api/teleport", "{}".into(), 404, "not_found"),
     ];
     for (method, path, body, want_status, want_code) in cases {
         let (status, text) = http(node.port, method, path, &headers, &body).await;
