@@ -239,6 +239,10 @@ impl Hub {
         members.len()
     }
 
+    pub fn has_members(&self, topic: &Topic) -> bool {
+        self.read().topics.get(topic).is_some_and(|m| !m.is_empty())
+    }
+
     pub fn client(&self, conn: &ConnId) -> Option<Arc<ClientInfo>> {
         self.read().conns.get(conn).map(|e| e.client.clone())
     }

@@ -7,9 +7,10 @@
 //! equals offset order even with publishers on several worker threads. Lock
 //! order is stream → hub; `unsubscribe` (called under the hub lock) only
 //! touches the outer map, never a stream lock, so the two cannot deadlock.
-//! A channel's state is dropped when its last subscriber leaves: with no
-//! subscriber and no history there is nothing to resume, and the next
-//! publish starts a new epoch, which tells clients exactly that.
+//! A channel's state is dropped when its last subscriber leaves (or after a
+//! publish nobody received): with no subscriber and no history there is
+//! nothing to resume, and the next publish starts a new epoch, which tells
+//! clients exactly that.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,13 +67,18 @@ impl Broker for MemoryBroker {
         s.offset += 1;
         let frame = ByteString::from(p.parts.assemble(s.offset, &s.epoch));
         metrics::inc(&self.metrics.broker_messages_in);
-        self.hub
-            .dispatch(&Topic::Channel(p.channel.to_owned()), &frame);
+        let topic = Topic::Channel(p.channel.to_owned());
+        self.hub.dispatch(&topic, &frame);
         let published = Published {
             offset: s.offset,
             epoch: s.epoch.clone(),
         };
         drop(s);
+        if !self.hub.has_members(&topic) {
+            // Nobody listens: keep no state, or publishing to ever-new
+            // channel names would grow this map without bound.
+            self.unsubscribe(&topic);
+        }
         futures_util::future::ready(Ok(published)).boxed()
     }
 
