@@ -1,0 +1,76 @@
+//! Load-test harness for Switchboard.
+//!
+//! Scenarios ([`fanout`], [`connect`], [`direct`], [`churn`]) take the
+//! nodes' WebSocket URLs, so they run against a local cluster (started by
+//! [`cluster`]) or a Kubernetes Service alike. Each produces a
+//! [`summary::Summary`], written as JSON and as a self-contained HTML
+//! report ([`report`]).
+//!
+//! # Layout
+//! * [`client`] — WebSocket connections with chosen loopback source addresses.
+//! * [`env`] — shared set-up: connecting many clients, per-second sampling.
+//! * [`stats`] — HDR latency histograms, sequence and loss accounting.
+//! * [`sampler`] — node RSS from /proc, `/metrics` scraping.
+//! * [`cluster`] — redis-server + N switchboard processes on free ports.
+
+pub mod churn;
+pub mod client;
+pub mod cluster;
+pub mod connect;
+pub mod direct;
+pub mod env;
+pub mod fanout;
+pub mod report;
+pub mod sampler;
+pub mod stats;
+pub mod summary;
+
+use std::path::Path;
+
+/// Write `summary.json` and `report.html` into `dir`.
+pub fn write_outputs(dir: &Path, summary: &summary::Summary) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(summary)?,
+    )?;
+    std::fs::write(dir.join("report.html"), report::render_html(summary))?;
+    Ok(())
+}
+
+/// One line per headline figure, for the terminal.
+pub fn headline(s: &summary::Summary) -> String {
+    let mut out = format!("scenario {} ({:.1}s)\n", s.scenario, s.duration_s);
+    if s.published > 0 || s.publish_errors > 0 {
+        out.push_str(&format!(
+            "  sent {} (errors {})\n",
+            s.published, s.publish_errors
+        ));
+    }
+    if let Some(d) = &s.delivery {
+        out.push_str(&format!(
+            "  deliveries expected {} received {} lost {} duplicates {} ({:.0}/s)\n",
+            d.expected, d.received, d.lost, d.duplicates, s.deliveries_per_s
+        ));
+    }
+    if let Some(l) = &s.latency {
+        out.push_str(&format!(
+            "  latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        ));
+    }
+    if let Some(c) = &s.connect {
+        out.push_str(&format!(
+            "  connections {}/{} ({} errors) at {:.0}/s",
+            c.established, c.attempted, c.errors, c.rate_per_s
+        ));
+        if let Some(m) = c.memory_per_connection_bytes {
+            out.push_str(&format!(", node memory {:.0} B/connection", m));
+        }
+        out.push('\n');
+    }
+    for e in s.errors.iter().take(5) {
+        out.push_str(&format!("  error: {e}\n"));
+    }
+    out
+}

@@ -1,0 +1,73 @@
+//! The result of one run: written as `summary.json` and rendered into the
+//! self-contained `report.html`.
+
+use serde::Serialize;
+
+use crate::stats::{Delivery, LatencySummary};
+
+/// One second of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sample {
+    /// Seconds since the start of the measured phase.
+    pub t: f64,
+    /// Messages (or connection attempts) sent in this second.
+    pub sent: u64,
+    /// Deliveries (or completed handshakes) in this second.
+    pub delivered: u64,
+    /// Open client connections at the end of this second.
+    pub connections: u64,
+    /// p99 latency of this second's deliveries, ms (0 when none).
+    pub p99_ms: f64,
+}
+
+/// Resident memory of one local node process over time.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeMemory {
+    pub pid: u32,
+    /// (seconds since start, RSS in KiB)
+    pub rss_kib: Vec<(f64, u64)>,
+}
+
+/// Connection-phase figures (the `connect` scenario, and the set-up of the others).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnectFigures {
+    pub attempted: u64,
+    pub established: u64,
+    pub errors: u64,
+    /// Established connections per second over the ramp.
+    pub rate_per_s: f64,
+    /// TCP connect + upgrade + `welcome`, ms.
+    pub handshake: Option<LatencySummary>,
+    /// (RSS after − RSS before) summed over local node pids / connections, bytes.
+    pub memory_per_connection_bytes: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    /// The command line that produced this run.
+    pub command: String,
+    /// Unix time of the start, ms.
+    pub started_at_ms: u64,
+    /// Length of the measured phase, s.
+    pub duration_s: f64,
+    /// The scenario's parameters.
+    pub params: serde_json::Value,
+    /// Messages offered per second (open loop) and achieved.
+    pub target_rate: Option<f64>,
+    pub published: u64,
+    pub publish_errors: u64,
+    /// Deliveries per second over the measured phase.
+    pub deliveries_per_s: f64,
+    pub delivery: Option<Delivery>,
+    /// Publish → deliver latency from the intended send time.
+    pub latency: Option<LatencySummary>,
+    /// (percentile, ms) points of the latency distribution.
+    pub latency_distribution: Vec<(f64, f64)>,
+    pub connect: Option<ConnectFigures>,
+    pub errors: Vec<String>,
+    pub samples: Vec<Sample>,
+    pub nodes: Vec<NodeMemory>,
+    /// Counter deltas scraped from `/metrics` (name -> increase), if asked.
+    pub metrics: Option<serde_json::Value>,
+}
