@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, ProtocolError, Session};
 use bytestring::ByteString;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -23,6 +22,7 @@ use crate::disconnect::Disconnect;
 use crate::gateway::Gateway;
 use crate::hub::{Closer, ConnId, Member};
 use crate::metrics;
+use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorBody, ErrorCode, ServerFrame};
 
 /// How long a close handshake may take before the socket is simply dropped.
@@ -82,9 +82,9 @@ struct Connection {
 impl Connection {
     async fn run(mut self, mut stream: AggregatedMessageStream) {
         let gw = self.gw.clone();
-        let (outbox_tx, mut outbox) = mpsc::channel::<ByteString>(gw.settings.outbox_capacity);
+        let outbox = Arc::new(Outbox::new(gw.settings.outbox_capacity));
         let member = Member {
-            outbox: outbox_tx,
+            outbox: outbox.clone(),
             closer: self.closer.clone(),
         };
         gw.attach(
@@ -104,9 +104,10 @@ impl Connection {
         .encode();
         let exit = match self.write(welcome.into()).await {
             Err(exit) => exit,
-            Ok(()) => self.event_loop(&mut stream, &mut outbox).await,
+            Ok(()) => self.event_loop(&mut stream, &outbox).await,
         };
 
+        outbox.close();
         gw.detach(&self.conn).await;
         let closing = self.session.clone();
         let reason = match exit {
@@ -128,11 +129,7 @@ impl Connection {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing.close(reason)).await;
     }
 
-    async fn event_loop(
-        &mut self,
-        stream: &mut AggregatedMessageStream,
-        outbox: &mut mpsc::Receiver<ByteString>,
-    ) -> Exit {
+    async fn event_loop(&mut self, stream: &mut AggregatedMessageStream, outbox: &Outbox) -> Exit {
         let interval = self.gw.settings.heartbeat_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         let closer = self.closer.clone();

@@ -25,7 +25,7 @@ use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Gauges, Metrics};
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
-use crate::presence::{now_ms, ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use crate::presence::{now_ms, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError, Snapshot};
 use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
 
 pub struct Gateway {
@@ -144,7 +144,9 @@ impl Gateway {
             conn: conn.to_string(),
             user: user.to_owned(),
             node: self.node_id().to_owned(),
-            info: serde_json::json!({ "connected_at": now_ms() }),
+            info: ConnInfo {
+                connected_at: now_ms(),
+            },
         }
     }
 
@@ -228,7 +230,7 @@ impl Gateway {
         Ok(())
     }
 
-    async fn on_joined(&self, channel: &str, client: &ClientInfo) {
+    async fn on_joined(&self, channel: &str, client: &Arc<ClientInfo>) {
         let Some(ns) = self.settings.namespace(channel) else {
             return;
         };
@@ -245,7 +247,7 @@ impl Gateway {
         }
     }
 
-    async fn on_left(&self, channel: &str, client: &ClientInfo) {
+    async fn on_left(&self, channel: &str, client: &Arc<ClientInfo>) {
         let Some(ns) = self.settings.namespace(channel) else {
             return;
         };
@@ -390,10 +392,10 @@ impl Gateway {
                     .namespace(&channel)
                     .is_some_and(|ns| ns.presence)
                 {
-                    snapshot.presence.push((channel, (*client).clone()));
+                    snapshot.presence.push((channel, client.clone()));
                 }
             }
-            snapshot.clients.push((*client).clone());
+            snapshot.clients.push(client);
         }
         snapshot
     }

@@ -12,11 +12,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bytestring::ByteString;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::disconnect::Disconnect;
 use crate::keys::Topic;
 use crate::metrics::{self, Metrics};
+use crate::outbox::{Offer, Outbox};
 use crate::presence::ClientInfo;
 
 pub type ConnId = Arc<str>;
@@ -50,7 +51,7 @@ impl Closer {
 /// What the hub needs to reach one connection.
 #[derive(Debug, Clone)]
 pub struct Member {
-    pub outbox: mpsc::Sender<ByteString>,
+    pub outbox: Arc<Outbox>,
     pub closer: Arc<Closer>,
 }
 
@@ -58,9 +59,9 @@ impl Member {
     /// Queue a frame; a full queue closes the connection as a slow consumer.
     /// Returns whether the frame was queued.
     pub fn offer(&self, frame: ByteString, metrics: &Metrics) -> bool {
-        match self.outbox.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.outbox.offer(frame) {
+            Offer::Queued => true,
+            Offer::Full => {
                 if self.closer.reason.get().is_none() {
                     metrics::inc(&metrics.slow_consumer_closes);
                 }
@@ -68,7 +69,7 @@ impl Member {
                 false
             }
             // The connection is already going away.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Offer::Closed => false,
         }
     }
 }
@@ -294,18 +295,18 @@ mod tests {
             conn: conn.into(),
             user: "u".into(),
             node: "n".into(),
-            info: serde_json::Value::Null,
+            info: crate::presence::ConnInfo { connected_at: 0 },
         })
     }
 
-    fn member(cap: usize) -> (Member, mpsc::Receiver<ByteString>) {
-        let (tx, rx) = mpsc::channel(cap);
+    fn member(cap: usize) -> (Member, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(cap));
         (
             Member {
-                outbox: tx,
+                outbox: outbox.clone(),
                 closer: Arc::new(Closer::default()),
             },
-            rx,
+            outbox,
         )
     }
 
@@ -313,7 +314,7 @@ mod tests {
     async fn full_outbox_closes_only_that_connection() {
         let hub = Hub::new(Arc::default());
         let topic = Topic::Channel("c".into());
-        let (fast, mut fast_rx) = member(8);
+        let (fast, fast_rx) = member(8);
         let (slow, _slow_rx) = member(1);
         let (a, b): (ConnId, ConnId) = ("a".into(), "b".into());
         hub.register(a.clone(), client("a"), fast.clone());

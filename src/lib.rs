@@ -13,7 +13,8 @@
 //! * [`protocol`] — client commands and server frames (wire protocol v1).
 //! * [`gateway`] — the node's services: subscriptions, publish, presence, API operations.
 //! * [`commands`] — client commands executed against the gateway.
-//! * [`hub`] — node-local topic → outbox registry; bounded queues.
+//! * [`hub`] — node-local topic → outbox registry.
+//! * [`outbox`] — the bounded per-connection queue (slow consumer → close).
 //! * [`broker`] — the `Broker` trait, in-memory and Redis implementations,
 //!   and the envelope nodes exchange.
 //! * [`presence`] — channel presence, connection and node registries.
@@ -42,6 +43,7 @@ pub mod http;
 pub mod hub;
 pub mod keys;
 pub mod metrics;
+pub mod outbox;
 pub mod presence;
 pub mod protocol;
 pub mod startup;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use futures_util::StreamExt;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -108,7 +109,11 @@ pub async fn connect(url: &str, sources: &Sources) -> anyhow::Result<(Ws, serde_
             .await
             .with_context(|| format!("connect {addr}"))?;
         stream.set_nodelay(true)?;
-        let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+        // tungstenite reads in 128 KiB chunks by default: zeroing that for
+        // every one of tens of thousands of clients made the harness, not
+        // the gateway, the bottleneck of the connect scenario.
+        let config = WebSocketConfig::default().read_buffer_size(4096);
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .context("websocket handshake")?;
         let welcome = next_json(&mut ws).await?;

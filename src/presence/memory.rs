@@ -2,7 +2,7 @@
 //! leave, and the process is the only node, so nothing needs to expire.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::{ready, BoxFuture, FutureExt};
 
@@ -11,9 +11,9 @@ use super::{ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
 #[derive(Debug, Default)]
 struct State {
     /// channel -> conn -> member
-    channels: BTreeMap<String, BTreeMap<String, ClientInfo>>,
+    channels: BTreeMap<String, BTreeMap<String, Arc<ClientInfo>>>,
     /// user -> conn -> connection
-    users: BTreeMap<String, BTreeMap<String, ClientInfo>>,
+    users: BTreeMap<String, BTreeMap<String, Arc<ClientInfo>>>,
     node: Option<NodeInfo>,
 }
 
@@ -32,7 +32,7 @@ fn done<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, Result<T, PresenceError>> {
     ready(Ok(value)).boxed()
 }
 
-fn remove(map: &mut BTreeMap<String, BTreeMap<String, ClientInfo>>, key: &str, conn: &str) {
+fn remove(map: &mut BTreeMap<String, BTreeMap<String, Arc<ClientInfo>>>, key: &str, conn: &str) {
     if let Some(members) = map.get_mut(key) {
         members.remove(conn);
         if members.is_empty() {
@@ -45,7 +45,7 @@ impl Presence for MemoryPresence {
     fn join<'a>(
         &'a self,
         channel: &'a str,
-        client: &'a ClientInfo,
+        client: &'a Arc<ClientInfo>,
     ) -> BoxFuture<'a, Result<(), PresenceError>> {
         self.with(|s| {
             s.channels
@@ -72,12 +72,15 @@ impl Presence for MemoryPresence {
         let members = self.with(|s| {
             s.channels
                 .get(channel)
-                .map(|m| m.values().cloned().collect())
+                .map(|m| m.values().map(|c| (**c).clone()).collect())
         });
         done(members.unwrap_or_default())
     }
 
-    fn register<'a>(&'a self, client: &'a ClientInfo) -> BoxFuture<'a, Result<(), PresenceError>> {
+    fn register<'a>(
+        &'a self,
+        client: &'a Arc<ClientInfo>,
+    ) -> BoxFuture<'a, Result<(), PresenceError>> {
         self.with(|s| {
             s.users
                 .entry(client.user.clone())
@@ -100,7 +103,11 @@ impl Presence for MemoryPresence {
         &'a self,
         user: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>> {
-        let conns = self.with(|s| s.users.get(user).map(|m| m.values().cloned().collect()));
+        let conns = self.with(|s| {
+            s.users
+                .get(user)
+                .map(|m| m.values().map(|c| (**c).clone()).collect())
+        });
         done(conns.unwrap_or_default())
     }
 

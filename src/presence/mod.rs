@@ -15,6 +15,8 @@
 pub mod memory;
 pub mod redis;
 
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +26,15 @@ pub struct ClientInfo {
     pub conn: String,
     pub user: String,
     pub node: String,
-    /// Connection info: `connected_at` (ms since the Unix epoch) for now.
-    pub info: serde_json::Value,
+    pub info: ConnInfo,
+}
+
+/// What is known about a connection besides its ids. Typed rather than a
+/// JSON map: one of these lives per connection, so it stays a few words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnInfo {
+    /// ms since the Unix epoch.
+    pub connected_at: u64,
 }
 
 /// A node's record, refreshed by its heartbeat.
@@ -45,9 +54,9 @@ pub struct NodeInfo {
 pub struct Snapshot {
     pub node: Option<NodeInfo>,
     /// Every local connection.
-    pub clients: Vec<ClientInfo>,
+    pub clients: Vec<Arc<ClientInfo>>,
     /// (channel, member) for local subscriptions of presence-enabled channels.
-    pub presence: Vec<(String, ClientInfo)>,
+    pub presence: Vec<(String, Arc<ClientInfo>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +74,7 @@ pub trait Presence: Send + Sync + 'static {
     fn join<'a>(
         &'a self,
         channel: &'a str,
-        client: &'a ClientInfo,
+        client: &'a Arc<ClientInfo>,
     ) -> BoxFuture<'a, Result<(), PresenceError>>;
     /// Remove a connection from a channel's presence.
     fn leave<'a>(
@@ -80,7 +89,10 @@ pub trait Presence: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>>;
 
     /// Record a new connection in the registry.
-    fn register<'a>(&'a self, client: &'a ClientInfo) -> BoxFuture<'a, Result<(), PresenceError>>;
+    fn register<'a>(
+        &'a self,
+        client: &'a Arc<ClientInfo>,
+    ) -> BoxFuture<'a, Result<(), PresenceError>>;
     /// Remove a closed connection from the registry.
     fn unregister<'a>(
         &'a self,

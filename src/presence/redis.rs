@@ -6,6 +6,7 @@
 //! node's entries look expired to another.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::Pool;
@@ -154,7 +155,7 @@ impl RedisPresence {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("presence records serialise")
 }
 
@@ -162,12 +163,12 @@ impl Presence for RedisPresence {
     fn join<'a>(
         &'a self,
         channel: &'a str,
-        client: &'a ClientInfo,
+        client: &'a Arc<ClientInfo>,
     ) -> BoxFuture<'a, Result<(), PresenceError>> {
         self.add_one(
             self.keys.channel_presence(channel),
             &client.conn,
-            to_json(client),
+            to_json(&**client),
         )
         .boxed()
     }
@@ -188,11 +189,14 @@ impl Presence for RedisPresence {
         self.list_all(self.keys.channel_presence(channel)).boxed()
     }
 
-    fn register<'a>(&'a self, client: &'a ClientInfo) -> BoxFuture<'a, Result<(), PresenceError>> {
+    fn register<'a>(
+        &'a self,
+        client: &'a Arc<ClientInfo>,
+    ) -> BoxFuture<'a, Result<(), PresenceError>> {
         self.add_one(
             self.keys.user_connections(&client.user),
             &client.conn,
-            to_json(client),
+            to_json(&**client),
         )
         .boxed()
     }
@@ -225,12 +229,12 @@ impl Presence for RedisPresence {
             for client in &snapshot.clients {
                 sets.entry(self.keys.user_connections(&client.user))
                     .or_default()
-                    .push((&client.conn, to_json(client)));
+                    .push((&client.conn, to_json(&**client)));
             }
             for (channel, client) in &snapshot.presence {
                 sets.entry(self.keys.channel_presence(channel))
                     .or_default()
-                    .push((&client.conn, to_json(client)));
+                    .push((&client.conn, to_json(&**client)));
             }
             let sets: Vec<_> = sets.into_iter().collect();
             let mut conn = self

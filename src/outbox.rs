@@ -1,0 +1,140 @@
+//! A connection's bounded outbound queue.
+//!
+//! Not a tokio mpsc channel: that allocates a 32-slot block per channel up
+//! front, about 1 KiB for every idle connection. This queue is a
+//! `VecDeque` that allocates only when frames are waiting and gives the
+//! memory back once it drains, so an idle connection costs a few words.
+//! The lock is held only to push or pop, never across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytestring::ByteString;
+use tokio::sync::Notify;
+
+/// Capacity kept after the queue drains; more is released.
+const RETAINED: usize = 8;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The queue holds `capacity` frames: the consumer is too slow.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<ByteString>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Outbox {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue a frame without waiting.
+    pub fn offer(&self, frame: ByteString) -> Offer {
+        let mut state = self.lock();
+        if state.closed {
+            return Offer::Closed;
+        }
+        if state.queue.len() >= self.capacity {
+            return Offer::Full;
+        }
+        state.queue.push_back(frame);
+        drop(state);
+        // Stores a permit if the consumer is not waiting yet.
+        self.ready.notify_one();
+        Offer::Queued
+    }
+
+    /// The next frame, waiting for one; None once closed and drained.
+    pub async fn recv(&self) -> Option<ByteString> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some(frame) = state.queue.pop_front() {
+                    if state.queue.is_empty() && state.queue.capacity() > RETAINED {
+                        state.queue.shrink_to(RETAINED);
+                    }
+                    return Some(frame);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuse further frames and drop the queued ones.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.queue = VecDeque::new();
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_fifo_that_releases_memory_when_drained() {
+        let outbox = Outbox::new(100);
+        for i in 0..100 {
+            assert_eq!(
+                outbox.offer(ByteString::from(format!("{i}"))),
+                Offer::Queued
+            );
+        }
+        assert_eq!(outbox.offer("overflow".into()), Offer::Full);
+        for i in 0..100 {
+            assert_eq!(outbox.recv().await.unwrap(), format!("{i}"));
+        }
+        assert!(outbox.lock().queue.capacity() <= RETAINED);
+        outbox.close();
+        assert_eq!(outbox.offer("late".into()), Offer::Closed);
+        assert_eq!(outbox.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_consumer_is_woken() {
+        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let consumer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.recv().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(outbox.offer("hello".into()), Offer::Queued);
+        assert_eq!(consumer.await.unwrap().unwrap(), "hello");
+    }
+}
