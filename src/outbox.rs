@@ -30,6 +30,16 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    fn pop(&mut self) -> Option<ByteString> {
+        let frame = self.queue.pop_front();
+        if self.queue.is_empty() && self.queue.capacity() > RETAINED {
+            self.queue.shrink_to(RETAINED);
+        }
+        frame
+    }
+}
+
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
@@ -71,10 +81,7 @@ impl Outbox {
         loop {
             {
                 let mut state = self.lock();
-                if let Some(frame) = state.queue.pop_front() {
-                    if state.queue.is_empty() && state.queue.capacity() > RETAINED {
-                        state.queue.shrink_to(RETAINED);
-                    }
+                if let Some(frame) = state.pop() {
                     return Some(frame);
                 }
                 if state.closed {
@@ -83,6 +90,11 @@ impl Outbox {
             }
             self.ready.notified().await;
         }
+    }
+
+    /// The next frame if one is queued, without waiting.
+    pub fn try_recv(&self) -> Option<ByteString> {
+        self.lock().pop()
     }
 
     /// Refuse further frames and drop the queued ones.
