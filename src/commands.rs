@@ -28,8 +28,14 @@ pub async fn execute(gw: &Arc<Gateway>, conn: &ConnId, user: &str, request: Requ
             .unsubscribe(conn, &channel)
             .await
             .map(|()| ServerFrame::ok(id).encode()),
-        Command::Publish { channel, data } => {
-            gw.publish(&channel, user, data, None).await.map(|p| {
+        Command::Publish {
+            channel,
+            data,
+            traceparent,
+        } => gw
+            .publish(&channel, user, data, traceparent.as_deref())
+            .await
+            .map(|p| {
                 ServerFrame::Reply {
                     id,
                     ok: Some(true),
@@ -39,8 +45,7 @@ pub async fn execute(gw: &Arc<Gateway>, conn: &ConnId, user: &str, request: Requ
                     members: None,
                 }
                 .encode()
-            })
-        }
+            }),
         Command::Send { user: to, data } => gw
             .send_direct(&to, user, data)
             .await

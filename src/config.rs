@@ -98,6 +98,9 @@ pub struct Cli {
     /// How often the node refreshes its record, its connections and their presence in Redis (default 5000).
     #[arg(long, env = "SWITCHBOARD_NODE_HEARTBEAT_MS")]
     pub node_heartbeat_ms: Option<u64>,
+    /// Log output: `text` (default) or `json`.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Key for the server HTTP API (`Authorization: apikey KEY`); unset disables the API.
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -126,6 +129,7 @@ pub struct FileSettings {
     pub allow_anonymous: Option<bool>,
     pub node_heartbeat_ms: Option<u64>,
     pub api_key: Option<String>,
+    pub log_format: Option<LogFormat>,
     /// Options of channels without a namespace.
     #[serde(default)]
     pub default_namespace: NamespaceOptions,
@@ -156,6 +160,15 @@ pub struct NamespaceOptions {
     pub join_leave: bool,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// Validated settings of one node.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -178,6 +191,7 @@ pub struct Settings {
     pub allow_anonymous: bool,
     pub node_heartbeat: Duration,
     pub api_key: Option<String>,
+    pub log_format: LogFormat,
     pub default_namespace: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
 }
@@ -410,6 +424,7 @@ impl Settings {
             allow_anonymous,
             node_heartbeat,
             api_key,
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             default_namespace: file.default_namespace,
             namespaces,
         })

@@ -57,7 +57,16 @@ pub async fn serve(
     user: Arc<str>,
 ) {
     let conn = new_conn_id();
-    let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
+    // The connection's lifecycle span: logs inside it carry conn/user/node,
+    // and the exported span ends with the close code and reason.
+    let span = tracing::info_span!(
+        "conn",
+        conn = %conn,
+        user = %user,
+        node = %gw.node_id(),
+        close_code = tracing::field::Empty,
+        close_reason = tracing::field::Empty
+    );
     let max = gw.settings.max_message_bytes;
     let stream = stream
         .max_frame_size(max)
@@ -118,14 +127,18 @@ impl Connection {
         let closing = self.session.clone();
         let reason = match exit {
             Exit::Server(d) => {
+                record_close(d.code(), d.name());
                 tracing::debug!(code = d.code(), reason = d.name(), "closing");
                 Some(d.close_reason())
             }
             Exit::Client(reason) => {
+                let code = reason.as_ref().map_or(1005, |r| u16::from(r.code));
+                record_close(code, "client_closed");
                 tracing::debug!(?reason, "client closed");
                 reason
             }
             Exit::Gone => {
+                record_close(1006, "connection_lost");
                 tracing::debug!("socket gone");
                 return;
             }
@@ -244,6 +257,12 @@ impl Connection {
             AggregatedMessage::Close(reason) => Err(Exit::Client(reason)),
         }
     }
+}
+
+fn record_close(code: u16, reason: &str) {
+    let span = tracing::Span::current();
+    span.record("close_code", code);
+    span.record("close_reason", reason);
 }
 
 fn timed_out(gw: &Gateway) -> Exit {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{self as redis_broker, RedisBroker};
@@ -27,6 +28,7 @@ use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
 use crate::presence::{now_ms, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError, Snapshot};
 use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
+use crate::telemetry;
 
 pub struct Gateway {
     pub settings: Settings,
@@ -63,7 +65,11 @@ impl Gateway {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &settings.redis_url {
             None => (
-                Arc::new(MemoryBroker::new(hub.clone(), metrics.clone())),
+                Arc::new(MemoryBroker::new(
+                    hub.clone(),
+                    metrics.clone(),
+                    settings.node_id.clone(),
+                )),
                 Arc::new(MemoryPresence::default()),
             ),
             Some(url) => {
@@ -296,16 +302,40 @@ impl Gateway {
         traceparent: Option<&str>,
     ) -> Result<Published, ErrorBody> {
         self.check_channel(channel)?;
+        // The publish span (only when traces are exported) continues the
+        // client's trace; its own context travels with the message.
+        let (span, traceparent) = if telemetry::enabled() {
+            // A root span (not a child of the long-lived connection span),
+            // so each message is a trace of its own.
+            let span = tracing::debug_span!(
+                parent: None,
+                "publish",
+                otel.kind = "producer",
+                channel,
+                node = self.node_id(),
+                bytes = data.get().len(),
+                offset = tracing::field::Empty
+            );
+            telemetry::set_remote_parent(&span, traceparent);
+            let own = telemetry::traceparent(&span);
+            (span, own)
+        } else {
+            (tracing::Span::none(), traceparent.map(str::to_owned))
+        };
         let publication = Publication {
             channel,
             parts: MessageParts::new(channel, from, data),
-            traceparent,
+            traceparent: traceparent.as_deref(),
         };
+        let started = std::time::Instant::now();
         let published = self
             .broker
             .publish(publication)
+            .instrument(span.clone())
             .await
             .map_err(broker_error)?;
+        self.metrics.publish_duration.observe(started.elapsed());
+        span.record("offset", published.offset);
         metrics::inc(&self.metrics.messages_published);
         Ok(published)
     }

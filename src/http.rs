@@ -38,6 +38,14 @@ fn plain(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
 }
 
 async fn ws(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
+    let span = tracing::info_span!("upgrade", node = %gw.node_id(), status = tracing::field::Empty);
+    let response = span.in_scope(|| upgrade(&req, body, gw));
+    span.record("status", response.status().as_u16());
+    response
+}
+
+/// Resolve the user and accept the WebSocket (or refuse it with a status).
+fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
     use actix_web::http::StatusCode;
     if gw.is_draining() {
         return plain(
@@ -53,6 +61,7 @@ async fn ws(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> Htt
             "anonymous access is disabled on this node\n".into(),
         );
     }
+    let _auth = tracing::info_span!("authenticate", method = "anonymous").entered();
     let query = match web::Query::<WsQuery>::from_query(req.query_string()) {
         Ok(q) => q.into_inner(),
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad query string: {e}\n")),
@@ -69,7 +78,8 @@ async fn ws(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> Htt
         }
         None => format!("anon-{:08x}", fastrand::u32(..)),
     };
-    let (response, session, stream) = match actix_ws::handle(&req, body) {
+    drop(_auth);
+    let (response, session, stream) = match actix_ws::handle(req, body) {
         Ok(parts) => parts,
         Err(e) => return HttpResponse::from_error(e),
     };

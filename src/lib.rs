@@ -20,7 +20,8 @@
 //! * [`presence`] — channel presence, connection and node registries.
 //! * [`keys`] — every Redis name.
 //! * [`disconnect`] — close reasons and their codes.
-//! * [`metrics`] — counters for `/metrics`.
+//! * [`metrics`] — counters and histograms for `/metrics`.
+//! * [`telemetry`] — logs (text/JSON) and OpenTelemetry traces across nodes.
 //!
 //! # Data flow of one message
 //! ```text
@@ -47,3 +48,4 @@ pub mod outbox;
 pub mod presence;
 pub mod protocol;
 pub mod startup;
+pub mod telemetry;

@@ -1,4 +1,4 @@
-//! `switchboard`: settings → logging → Application::build → run until SIGTERM.
+//! `switchboard`: settings → telemetry → Application::build → run until SIGTERM.
 
 use switchboard::config::Settings;
 use switchboard::startup::Application;
@@ -12,14 +12,8 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Flushes buffered spans when main returns.
+    let _telemetry = switchboard::telemetry::init(settings.log_format)?;
     let app = Application::build(settings).await?;
     app.run_until_stopped().await?;
     tracing::info!("stopped");

@@ -23,6 +23,52 @@ pub struct Metrics {
     pub presence_ops: AtomicU64,
     pub presence_errors: AtomicU64,
     pub api_requests: AtomicU64,
+    /// Time for the broker to accept a publish (Redis: the Lua round trip).
+    pub publish_duration: Histogram,
+}
+
+/// Upper bounds of the publish-latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+];
+
+/// A Prometheus histogram with fixed buckets, in atomics.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last slot is +Inf.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, node: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Relaxed);
+            let le = BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{node=\"{node}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{node=\"{node}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{node=\"{node}\"}} {cumulative}");
+    }
 }
 
 /// Gauges read from live state when scraped.
@@ -159,6 +205,12 @@ impl Metrics {
             "gauge",
             "1 while the node is shutting down.",
             g.draining as u64,
+        );
+        self.publish_duration.render(
+            &mut out,
+            "switchboard_broker_publish_duration_seconds",
+            "Time for the broker to accept a publish.",
+            node,
         );
         out
     }

@@ -119,6 +119,8 @@ struct RawFrame<'a> {
     data: Option<&'a RawValue>,
     since: Option<StreamPosition>,
     limit: Option<u32>,
+    /// W3C trace context of the sender, for `publish`.
+    traceparent: Option<String>,
 }
 
 #[derive(Debug)]
@@ -133,6 +135,7 @@ pub enum Command<'a> {
     Publish {
         channel: String,
         data: &'a RawValue,
+        traceparent: Option<String>,
     },
     Send {
         user: String,
@@ -195,6 +198,7 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
             "publish" => Command::Publish {
                 channel: need(raw.channel, kind, "channel")?,
                 data: need(raw.data, kind, "data")?,
+                traceparent: raw.traceparent,
             },
             "send" => Command::Send {
                 user: need(raw.user, kind, "user")?,
@@ -364,7 +368,7 @@ mod tests {
         let r = decode(r#"{"type":"publish","id":7,"channel":"c","data":{"a":[1,2]}}"#).unwrap();
         assert_eq!(r.id, Some(7));
         match r.command {
-            Command::Publish { channel, data } => {
+            Command::Publish { channel, data, .. } => {
                 assert_eq!(channel, "c");
                 assert_eq!(data.get(), r#"{"a":[1,2]}"#);
             }

@@ -237,3 +237,66 @@ async fn the_python_example_client_gets_a_reply_from_a_default_node() {
     assert_eq!(lines[1]["type"], "error");
     assert_eq!(lines[1]["error"]["code"], "bad_frame");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_connection_fields() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("RUST_LOG", "debug")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+            "--node-id",
+            "logger",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn switchboard");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = Client::connect(&format!("ws://127.0.0.1:{port}/ws?user=ann")).await;
+    let conn = c.welcome["conn"].as_str().unwrap().to_owned();
+    c.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut s).unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    let in_conn = lines
+        .iter()
+        .find(|l| l["span"]["name"] == "conn" && l["span"]["conn"] == conn.as_str())
+        .unwrap_or_else(|| panic!("no log line inside the connection span: {out}"));
+    assert_eq!(in_conn["span"]["user"], "ann");
+    assert_eq!(in_conn["span"]["node"], "logger");
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "listening"),
+        "{out}"
+    );
+}

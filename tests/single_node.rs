@@ -252,4 +252,19 @@ async fn metrics_are_prometheus_text_and_move() {
         assert!(body.contains(&line), "missing {line:?} in\n{body}");
     }
     assert!(body.contains("# TYPE switchboard_deliveries_total counter"));
+    // The broker publish latency histogram counted the one publish.
+    assert!(body.contains("# TYPE switchboard_broker_publish_duration_seconds histogram"));
+    let count = format!("switchboard_broker_publish_duration_seconds_count{node_label} 1\n");
+    assert!(body.contains(&count), "{body}");
+    let inf = format!(
+        "switchboard_broker_publish_duration_seconds_bucket{{node=\"{}\",le=\"+Inf\"}} 1\n",
+        node.gateway.node_id()
+    );
+    assert!(body.contains(&inf), "{body}");
+    // Counters move with traffic.
+    c.publish("m", json!(2)).await;
+    c.expect("message").await;
+    let (_, after) = node.http_get("/metrics").await;
+    let line = format!("switchboard_deliveries_total{node_label} 2\n");
+    assert!(after.contains(&line), "{after}");
 }

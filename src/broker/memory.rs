@@ -24,6 +24,7 @@ use crate::hub::Hub;
 use crate::keys::Topic;
 use crate::metrics;
 use crate::protocol::new_epoch;
+use crate::telemetry;
 
 #[derive(Debug)]
 struct Stream {
@@ -33,13 +34,15 @@ struct Stream {
 
 pub struct MemoryBroker {
     hub: Arc<Hub>,
+    node_id: String,
     streams: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
     metrics: Arc<metrics::Metrics>,
 }
 
 impl MemoryBroker {
-    pub fn new(hub: Arc<Hub>, metrics: Arc<metrics::Metrics>) -> Self {
+    pub fn new(hub: Arc<Hub>, metrics: Arc<metrics::Metrics>, node_id: String) -> Self {
         MemoryBroker {
+            node_id,
             hub,
             streams: Mutex::default(),
             metrics,
@@ -68,7 +71,9 @@ impl Broker for MemoryBroker {
         let frame = ByteString::from(p.parts.assemble(s.offset, &s.epoch));
         metrics::inc(&self.metrics.broker_messages_in);
         let topic = Topic::Channel(p.channel.to_owned());
-        self.hub.dispatch(&topic, &frame);
+        let span = telemetry::deliver_span(p.channel, &self.node_id, frame.len(), p.traceparent);
+        let recipients = span.in_scope(|| self.hub.dispatch(&topic, &frame));
+        span.record("recipients", recipients);
         let published = Published {
             offset: s.offset,
             epoch: s.epoch.clone(),

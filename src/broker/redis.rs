@@ -33,6 +33,7 @@ use crate::hub::Hub;
 use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Metrics};
 use crate::protocol::new_epoch;
+use crate::telemetry;
 
 /// How long a channel's offset/epoch survive without a publish. After that
 /// the next publish starts a new epoch, which clients read as "positions reset".
@@ -125,6 +126,7 @@ impl RedisBroker {
         let healthy = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(subscriber_loop(
             client,
+            node_id.clone(),
             subs.clone(),
             hub,
             healthy.clone(),
@@ -316,6 +318,7 @@ impl Drop for RedisBroker {
 /// Keep a subscriber connection alive for the life of the node.
 async fn subscriber_loop(
     client: redis::Client,
+    node_id: String,
     subs: Arc<Subscriptions>,
     hub: Arc<Hub>,
     healthy: Arc<AtomicBool>,
@@ -359,7 +362,7 @@ async fn subscriber_loop(
         });
         let (sink, stream) = pubsub.split();
         let reason = tokio::select! {
-            () = read_loop(stream, &hub, &metrics) => "connection closed".to_owned(),
+            () = read_loop(stream, &hub, &metrics, &node_id) => "connection closed".to_owned(),
             e = reconcile_loop(sink, &subs, &healthy, timeout) => e,
         };
         healthy.store(false, Ordering::Relaxed);
@@ -386,12 +389,16 @@ async fn retry_later(
 }
 
 /// Forward every pub/sub message to the hub. Ends when the connection does.
-async fn read_loop(mut stream: PubSubStream, hub: &Hub, metrics: &Metrics) {
+async fn read_loop(mut stream: PubSubStream, hub: &Hub, metrics: &Metrics, node_id: &str) {
     while let Some(msg) = stream.next().await {
         match envelope::decode(msg.get_payload_bytes()) {
-            Ok((_header, Delivery::Frame { topic, frame })) => {
+            Ok((header, Delivery::Frame { topic, frame })) => {
                 metrics::inc(&metrics.broker_messages_in);
-                hub.dispatch(&topic, &frame);
+                let channel = header.c.as_deref().unwrap_or_default();
+                let span =
+                    telemetry::deliver_span(channel, node_id, frame.len(), header.tp.as_deref());
+                let recipients = span.in_scope(|| hub.dispatch(&topic, &frame));
+                span.record("recipients", recipients);
             }
             Ok((_header, Delivery::Disconnect { user, reason })) => {
                 let closed = hub.close_user(&user, reason);
