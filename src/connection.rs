@@ -26,6 +26,7 @@ use crate::hub::{Closer, ConnId, Member};
 use crate::metrics;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorBody, ErrorCode, ServerFrame};
+use crate::telemetry;
 
 /// Frames written per wake-up beyond the first, before the loop looks at
 /// inbound frames and timers again.
@@ -57,16 +58,9 @@ pub async fn serve(
     user: Arc<str>,
 ) {
     let conn = new_conn_id();
-    // The connection's lifecycle span: logs inside it carry conn/user/node,
-    // and the exported span ends with the close code and reason.
-    let span = tracing::info_span!(
-        "conn",
-        conn = %conn,
-        user = %user,
-        node = %gw.node_id(),
-        close_code = tracing::field::Empty,
-        close_reason = tracing::field::Empty
-    );
+    // Logs inside the connection carry conn/user/node. (Its exported
+    // lifecycle span is made at close by `telemetry::connection_ended`.)
+    let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
     let max = gw.settings.max_message_bytes;
     let stream = stream
         .max_frame_size(max)
@@ -79,6 +73,7 @@ pub async fn serve(
         session,
         closer: Arc::new(Closer::default()),
         last_seen: Instant::now(),
+        opened: std::time::SystemTime::now(),
     }
     .run(stream)
     .instrument(span)
@@ -92,6 +87,7 @@ struct Connection {
     session: Session,
     closer: Arc<Closer>,
     last_seen: Instant,
+    opened: std::time::SystemTime,
 }
 
 impl Connection {
@@ -127,18 +123,18 @@ impl Connection {
         let closing = self.session.clone();
         let reason = match exit {
             Exit::Server(d) => {
-                record_close(d.code(), d.name());
+                self.closed_with(d.code(), d.name());
                 tracing::debug!(code = d.code(), reason = d.name(), "closing");
                 Some(d.close_reason())
             }
             Exit::Client(reason) => {
                 let code = reason.as_ref().map_or(1005, |r| u16::from(r.code));
-                record_close(code, "client_closed");
+                self.closed_with(code, "client_closed");
                 tracing::debug!(?reason, "client closed");
                 reason
             }
             Exit::Gone => {
-                record_close(1006, "connection_lost");
+                self.closed_with(1006, "connection_lost");
                 tracing::debug!("socket gone");
                 return;
             }
@@ -170,6 +166,17 @@ impl Connection {
                 return exit;
             }
         }
+    }
+
+    fn closed_with(&self, code: u16, reason: &str) {
+        telemetry::connection_ended(
+            self.opened,
+            &self.conn,
+            &self.user,
+            self.gw.node_id(),
+            code,
+            reason,
+        );
     }
 
     fn heartbeat_deadline(&self) -> Instant {
@@ -257,12 +264,6 @@ impl Connection {
             AggregatedMessage::Close(reason) => Err(Exit::Client(reason)),
         }
     }
-}
-
-fn record_close(code: u16, reason: &str) {
-    let span = tracing::Span::current();
-    span.record("close_code", code);
-    span.record("close_reason", reason);
 }
 
 fn timed_out(gw: &Gateway) -> Exit {

@@ -183,6 +183,8 @@ impl Sampler {
                 .map(|&pid| NodeMemory {
                     pid,
                     rss_kib: Vec::new(),
+                    // The start value for now; `stop` turns it into the difference.
+                    cpu_s: sampler::cpu_seconds(pid).unwrap_or(0.0),
                 })
                 .collect::<Vec<_>>(),
         ));
@@ -237,7 +239,10 @@ impl Sampler {
     pub fn stop(self) -> (Vec<crate::summary::Sample>, Vec<NodeMemory>) {
         self.task.abort();
         let samples = std::mem::take(&mut *self.samples.lock().unwrap());
-        let memory = std::mem::take(&mut *self.memory.lock().unwrap());
+        let mut memory = std::mem::take(&mut *self.memory.lock().unwrap());
+        for node in &mut memory {
+            node.cpu_s = sampler::cpu_seconds(node.pid).map_or(0.0, |now| now - node.cpu_s);
+        }
         (samples, memory)
     }
 }

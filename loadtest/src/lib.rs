@@ -12,6 +12,7 @@
 //! * [`stats`] — HDR latency histograms, sequence and loss accounting.
 //! * [`sampler`] — node RSS from /proc, `/metrics` scraping.
 //! * [`cluster`] — redis-server + N switchboard processes on free ports.
+//! * [`sink`] — a counting OTLP/HTTP endpoint for tracing-overhead runs.
 
 pub mod churn;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod env;
 pub mod fanout;
 pub mod report;
 pub mod sampler;
+pub mod sink;
 pub mod stats;
 pub mod summary;
 
@@ -66,6 +68,17 @@ pub fn headline(s: &summary::Summary) -> String {
         ));
         if let Some(m) = c.memory_per_connection_bytes {
             out.push_str(&format!(", node memory {:.0} B/connection", m));
+        }
+        out.push('\n');
+    }
+    if !s.nodes.is_empty() {
+        let cpu: f64 = s.nodes.iter().map(|n| n.cpu_s).sum();
+        out.push_str(&format!("  node CPU {cpu:.2}s"));
+        if let Some(d) = s.delivery.as_ref().filter(|d| d.received > 0) {
+            out.push_str(&format!(
+                " ({:.2} µs per delivery)",
+                cpu * 1e6 / d.received as f64
+            ));
         }
         out.push('\n');
     }

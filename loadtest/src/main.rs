@@ -132,6 +132,11 @@ enum Cmd {
         #[arg(long)]
         bin: Option<PathBuf>,
     },
+    /// Accept OTLP/HTTP trace exports and count them (for tracing-overhead runs).
+    OtlpSink {
+        #[arg(long, default_value_t = 4318)]
+        port: u16,
+    },
     #[command(hide = true)]
     ConnectWorker {
         #[arg(long, value_delimiter = ',')]
@@ -315,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
             drop(cluster);
             Ok(())
         }
+        Cmd::OtlpSink { port } => switchboard_loadtest::sink::run(port).await,
         Cmd::ConnectWorker {
             nodes,
             connections,

@@ -15,6 +15,17 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system) a local process has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of those, in clock ticks (100 per second on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// GET a URL over plain HTTP/1.1 (enough for `/metrics`).
 pub async fn http_get(url: &str) -> anyhow::Result<String> {
     let rest = url
@@ -103,7 +114,10 @@ mod tests {
     }
 
     #[test]
-    fn rss_of_this_process_is_readable() {
+    fn rss_and_cpu_of_this_process_are_readable() {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {}
+        assert!(cpu_seconds(std::process::id()).unwrap() > 0.0);
     }
 }

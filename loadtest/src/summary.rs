@@ -26,6 +26,8 @@ pub struct NodeMemory {
     pub pid: u32,
     /// (seconds since start, RSS in KiB)
     pub rss_kib: Vec<(f64, u64)>,
+    /// CPU seconds (user + system) the process used during the run.
+    pub cpu_s: f64,
 }
 
 /// Connection-phase figures (the `connect` scenario, and the set-up of the others).
