@@ -118,6 +118,9 @@ fn headline_rows(s: &Summary) -> Vec<(String, String)> {
     row("published", s.published.to_string());
     row("publish errors", s.publish_errors.to_string());
     row("deliveries", format!("{:.1} /s", s.deliveries_per_s));
+    for n in &s.nodes {
+        row(&format!("node {} CPU", n.pid), format!("{:.2} s", n.cpu_s));
+    }
     if let Some(d) = &s.delivery {
         row("delivery expected", d.expected.to_string());
         row("delivery received", d.received.to_string());
@@ -392,6 +395,7 @@ mod tests {
         let node = |pid, rss: &[(f64, u64)]| NodeMemory {
             pid,
             rss_kib: rss.to_vec(),
+            cpu_s: 1.5,
         };
         let sample = |t: u64| Sample {
             t: t as f64,
