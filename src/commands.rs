@@ -35,32 +35,15 @@ pub async fn execute(gw: &Arc<Gateway>, conn: &ConnId, user: &str, request: Requ
         } => gw
             .publish(&channel, user, data, traceparent.as_deref())
             .await
-            .map(|p| {
-                ServerFrame::Reply {
-                    id,
-                    ok: Some(true),
-                    error: None,
-                    offset: Some(p.offset),
-                    epoch: Some(&p.epoch),
-                    members: None,
-                }
-                .encode()
-            }),
+            .map(|p| ServerFrame::published(id, p.offset, &p.epoch).encode()),
         Command::Send { user: to, data } => gw
             .send_direct(&to, user, data)
             .await
             .map(|()| ServerFrame::ok(id).encode()),
-        Command::Presence { channel } => gw.presence_members(&channel).await.map(|members| {
-            ServerFrame::Reply {
-                id,
-                ok: Some(true),
-                error: None,
-                offset: None,
-                epoch: None,
-                members: Some(&members),
-            }
-            .encode()
-        }),
+        Command::Presence { channel } => gw
+            .presence_members(&channel)
+            .await
+            .map(|members| ServerFrame::members(id, &members).encode()),
         Command::History { .. } => Err(ErrorBody::new(
             ErrorCode::NotSupported,
             "history is not available in this build",

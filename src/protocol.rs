@@ -280,19 +280,37 @@ pub enum ServerFrame<'a> {
     },
 }
 
-impl ServerFrame<'_> {
+impl<'a> ServerFrame<'a> {
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("server frames always serialise")
     }
 
     pub fn ok(id: Option<u64>) -> Self {
+        Self::success(id, None, None)
+    }
+
+    /// The answer to a `publish`: where the message landed.
+    pub fn published(id: Option<u64>, offset: u64, epoch: &'a str) -> Self {
+        Self::success(id, Some((offset, epoch)), None)
+    }
+
+    /// The answer to a `presence` request.
+    pub fn members(id: Option<u64>, members: &'a [ClientInfo]) -> Self {
+        Self::success(id, None, Some(members))
+    }
+
+    fn success(
+        id: Option<u64>,
+        position: Option<(u64, &'a str)>,
+        members: Option<&'a [ClientInfo]>,
+    ) -> Self {
         ServerFrame::Reply {
             id,
             ok: Some(true),
             error: None,
-            offset: None,
-            epoch: None,
-            members: None,
+            offset: position.map(|(offset, _)| offset),
+            epoch: position.map(|(_, epoch)| epoch),
+            members,
         }
     }
 

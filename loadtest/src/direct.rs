@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Ws;
-use crate::env::{micros_since, Counters, Env, Latencies, Sampler};
+use crate::env::{micros_since, Counters, Env, Frame, Latencies, Sampler};
 use crate::stats::{distribution, summarize, Delivery, SequenceTracker};
 use crate::summary::Summary;
 
@@ -25,23 +24,6 @@ pub struct DirectParams {
     pub rate: f64,
     pub duration_s: f64,
     pub drain_s: f64,
-}
-
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(default)]
-    data: Option<Stamp>,
-    #[serde(default)]
-    ok: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct Stamp {
-    p: u32,
-    s: u64,
-    t: u64,
 }
 
 struct Shared {

@@ -247,6 +247,27 @@ impl Sampler {
     }
 }
 
+/// The parts of a server frame the scenarios read: its type, the stamp
+/// the harness put in `data`, and `ok` of replies.
+#[derive(serde::Deserialize)]
+pub struct Frame<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    #[serde(default)]
+    pub data: Option<Stamp>,
+    #[serde(default)]
+    pub ok: Option<bool>,
+}
+
+/// What every test message carries: sender, its sequence number towards
+/// this receiver, and the intended send time (µs since the run's start).
+#[derive(serde::Deserialize)]
+pub struct Stamp {
+    pub p: u32,
+    pub s: u64,
+    pub t: u64,
+}
+
 /// Microseconds since `t0`.
 pub fn micros_since(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64

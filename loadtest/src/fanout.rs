@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
-use crate::env::{micros_since, Counters, Env, Latencies, Sampler};
+use crate::env::{micros_since, Counters, Env, Frame, Latencies, Sampler};
 use crate::stats::{distribution, summarize, Delivery, SequenceTracker};
 use crate::summary::Summary;
 
@@ -33,21 +32,6 @@ pub struct FanoutParams {
     pub payload: usize,
     /// Longest wait for in-flight deliveries after publishing stops.
     pub drain_s: f64,
-}
-
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(default)]
-    data: Option<Stamp>,
-}
-
-#[derive(Deserialize)]
-struct Stamp {
-    p: u32,
-    s: u64,
-    t: u64,
 }
 
 struct Shared {
