@@ -98,6 +98,18 @@ pub struct Cli {
     /// How often the node refreshes its record, its connections and their presence in Redis (default 5000).
     #[arg(long, env = "SWITCHBOARD_NODE_HEARTBEAT_MS")]
     pub node_heartbeat_ms: Option<u64>,
+    /// Most channels one connection may subscribe to (default 512).
+    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    pub max_subscriptions_per_connection: Option<usize>,
+    /// Most connections one user may hold across the cluster (default 100).
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+    /// Frames a connection may send per second before they are refused (default 100).
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGES_PER_SECOND")]
+    pub max_messages_per_second: Option<u32>,
+    /// Browser origins allowed to open WebSockets, comma-separated (default: any).
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
     /// Log output: `text` (default) or `json`.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -130,6 +142,10 @@ pub struct FileSettings {
     pub node_heartbeat_ms: Option<u64>,
     pub api_key: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub max_subscriptions_per_connection: Option<usize>,
+    pub max_connections_per_user: Option<usize>,
+    pub max_messages_per_second: Option<u32>,
+    pub allowed_origins: Option<Vec<String>>,
     /// Options of channels without a namespace.
     #[serde(default)]
     pub default_namespace: NamespaceOptions,
@@ -192,6 +208,11 @@ pub struct Settings {
     pub node_heartbeat: Duration,
     pub api_key: Option<String>,
     pub log_format: LogFormat,
+    pub max_subscriptions_per_connection: usize,
+    pub max_connections_per_user: usize,
+    pub max_messages_per_second: u32,
+    /// Empty: any origin (and requests without one) may connect.
+    pub allowed_origins: Vec<String>,
     pub default_namespace: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
 }
@@ -392,6 +413,49 @@ impl Settings {
             }
         }
 
+        let max_subscriptions_per_connection = cli
+            .max_subscriptions_per_connection
+            .or(file.max_subscriptions_per_connection)
+            .unwrap_or(512);
+        if max_subscriptions_per_connection == 0 {
+            return Err(invalid(
+                "max_subscriptions_per_connection",
+                "must be at least 1",
+            ));
+        }
+        let max_connections_per_user = cli
+            .max_connections_per_user
+            .or(file.max_connections_per_user)
+            .unwrap_or(100);
+        if max_connections_per_user == 0 {
+            return Err(invalid("max_connections_per_user", "must be at least 1"));
+        }
+        let max_messages_per_second = cli
+            .max_messages_per_second
+            .or(file.max_messages_per_second)
+            .unwrap_or(100);
+        if max_messages_per_second == 0 {
+            return Err(invalid("max_messages_per_second", "must be at least 1"));
+        }
+        let allowed_origins: Vec<String> = cli
+            .allowed_origins
+            .or(file.allowed_origins)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for origin in &allowed_origins {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin[8..].contains('/');
+            if !ok {
+                return Err(invalid(
+                    "allowed_origins",
+                    format!("{origin:?} must be scheme://host[:port], optionally with a leading *. wildcard"),
+                ));
+            }
+        }
+
         let mut namespaces = file.namespaces;
         for ns in &namespaces {
             check_name("namespaces.name", &ns.name)?;
@@ -425,16 +489,22 @@ impl Settings {
             node_heartbeat,
             api_key,
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            max_subscriptions_per_connection,
+            max_connections_per_user,
+            max_messages_per_second,
+            allowed_origins,
             default_namespace: file.default_namespace,
             namespaces,
         })
     }
 
-    /// Settings for tests: port 0 on loopback, one worker, otherwise defaults.
+    /// Settings for tests: port 0 on loopback, one worker, no frame-rate
+    /// limit (tests publish in bursts), otherwise defaults.
     pub fn for_tests() -> Settings {
         Settings {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             workers: 1,
+            max_messages_per_second: 1_000_000,
             ..Settings::default()
         }
     }
@@ -454,6 +524,26 @@ impl Settings {
 
     pub fn namespace_exists(&self, channel: &str) -> bool {
         self.namespace(channel).is_some()
+    }
+
+    /// May a browser page from `origin` open a WebSocket here? Entries are
+    /// exact (`https://app.example.com`) or wildcard subdomains
+    /// (`https://*.example.com`); an empty list allows every origin.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        if self.allowed_origins.is_empty() {
+            return true;
+        }
+        let origin = origin.trim_end_matches('/');
+        self.allowed_origins
+            .iter()
+            .any(|allowed| match allowed.split_once("://*.") {
+                Some((scheme, domain)) => origin
+                    .strip_prefix(scheme)
+                    .and_then(|rest| rest.strip_prefix("://"))
+                    .and_then(|host| host.strip_suffix(domain))
+                    .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+                None => allowed.eq_ignore_ascii_case(origin),
+            })
     }
 }
 
@@ -522,6 +612,35 @@ mod tests {
                 .unwrap();
         let err = Settings::resolve(Cli::default(), file).unwrap_err();
         assert!(err.to_string().contains("namespaces.name"), "{err}");
+    }
+
+    #[test]
+    fn origins_match_exactly_or_by_subdomain_wildcard() {
+        let s = Settings::resolve(
+            cli(&[
+                "--allowed-origins",
+                "https://app.example.com,https://*.corp.example",
+            ]),
+            FileSettings::default(),
+        )
+        .unwrap();
+        assert!(s.origin_allowed("https://app.example.com"));
+        assert!(s.origin_allowed("https://app.example.com/"));
+        assert!(s.origin_allowed("https://eu.corp.example"));
+        assert!(!s.origin_allowed("https://corp.example"));
+        assert!(!s.origin_allowed("http://eu.corp.example"));
+        assert!(!s.origin_allowed("https://evil.com"));
+        assert!(!s.origin_allowed("https://app.example.com.evil.com"));
+        assert!(!s.origin_allowed("https://evilcorp.example"));
+        assert!(Settings::resolve(Cli::default(), FileSettings::default())
+            .unwrap()
+            .origin_allowed("https://x"));
+        let err = Settings::resolve(
+            cli(&["--allowed-origins", "example.com"]),
+            FileSettings::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`allowed_origins`"));
     }
 
     #[test]

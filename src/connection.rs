@@ -26,6 +26,7 @@ use crate::hub::{Closer, ConnId, Member};
 use crate::metrics;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorBody, ErrorCode, ServerFrame};
+use crate::ratelimit::{RateLimit, Verdict};
 use crate::telemetry;
 
 /// Frames written per wake-up beyond the first, before the loop looks at
@@ -61,6 +62,7 @@ pub async fn serve(
     // Logs inside the connection carry conn/user/node. (Its exported
     // lifecycle span is made at close by `telemetry::connection_ended`.)
     let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
+    let max_rate = gw.settings.max_messages_per_second;
     let max = gw.settings.max_message_bytes;
     let stream = stream
         .max_frame_size(max)
@@ -74,6 +76,7 @@ pub async fn serve(
         closer: Arc::new(Closer::default()),
         last_seen: Instant::now(),
         opened: std::time::SystemTime::now(),
+        rate: RateLimit::new(max_rate, Instant::now()),
     }
     .run(stream)
     .instrument(span)
@@ -88,6 +91,7 @@ struct Connection {
     closer: Arc<Closer>,
     last_seen: Instant,
     opened: std::time::SystemTime,
+    rate: RateLimit,
 }
 
 impl Connection {
@@ -168,6 +172,27 @@ impl Connection {
         }
     }
 
+    /// Spend one frame of the rate budget. `Ok(Some(frame))` is the error
+    /// to answer instead of processing; `Err` closes an abusive client.
+    fn over_budget(&mut self, id: Option<u64>) -> Result<Option<String>, Exit> {
+        match self.rate.check(Instant::now()) {
+            Verdict::Allow => Ok(None),
+            Verdict::Refuse => {
+                metrics::inc(&self.gw.metrics.rate_limited);
+                let limit = self.gw.settings.max_messages_per_second;
+                let error = ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    format!("more than {limit} frames per second; this one was dropped"),
+                );
+                Ok(Some(ServerFrame::failure(id, error).encode()))
+            }
+            Verdict::Close => {
+                metrics::inc(&self.gw.metrics.rate_limited);
+                Err(Exit::Server(Disconnect::RateLimitExceeded))
+            }
+        }
+    }
+
     fn closed_with(&self, code: u16, reason: &str) {
         telemetry::connection_ended(
             self.opened,
@@ -236,6 +261,9 @@ impl Connection {
         match msg {
             AggregatedMessage::Text(text) => {
                 metrics::inc(&self.gw.metrics.frames_in);
+                if let Some(refused) = self.over_budget(protocol::peek_id(&text))? {
+                    return self.write(refused.into()).await;
+                }
                 let reply = match protocol::decode(&text) {
                     Ok(request) => {
                         commands::execute(&self.gw, &self.conn, &self.user, request).await
@@ -249,6 +277,9 @@ impl Connection {
             }
             AggregatedMessage::Binary(_) => {
                 metrics::inc(&self.gw.metrics.frames_in);
+                if let Some(refused) = self.over_budget(None)? {
+                    return self.write(refused.into()).await;
+                }
                 metrics::inc(&self.gw.metrics.bad_frames);
                 let error = ErrorBody::new(
                     ErrorCode::BadFrame,

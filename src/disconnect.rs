@@ -29,6 +29,8 @@ pub enum Disconnect {
     ForceReconnect,
     /// Closed through the server API; the client must not reconnect as is.
     ForceDisconnect,
+    /// Kept sending far over `max_messages_per_second`.
+    RateLimitExceeded,
 }
 
 /// One row of the close-code table.
@@ -48,6 +50,7 @@ pub const CLOSE_CODES: &[CloseCodeRow] = &[
     CloseCodeRow { reason: Disconnect::InternalError, code: 3004, name: "internal_error", reconnect: true },
     CloseCodeRow { reason: Disconnect::ForceReconnect, code: 3005, name: "force_reconnect", reconnect: true },
     CloseCodeRow { reason: Disconnect::ForceDisconnect, code: 3501, name: "force_disconnect", reconnect: false },
+    CloseCodeRow { reason: Disconnect::RateLimitExceeded, code: 3502, name: "rate_limit_exceeded", reconnect: false },
     CloseCodeRow { reason: Disconnect::MessageTooBig, code: 1009, name: "message_too_big", reconnect: false },
     CloseCodeRow { reason: Disconnect::InvalidPayload, code: 1007, name: "invalid_payload", reconnect: false },
     CloseCodeRow { reason: Disconnect::ProtocolError, code: 1002, name: "protocol_error", reconnect: false },

@@ -205,6 +205,13 @@ impl Gateway {
         channel: &str,
     ) -> Result<(), ErrorBody> {
         self.check_channel(channel)?;
+        let limit = self.settings.max_subscriptions_per_connection;
+        if self.hub.channels_of(conn) >= limit {
+            return Err(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!("a connection may subscribe to at most {limit} channels"),
+            ));
+        }
         let topic = Topic::Channel(channel.to_owned());
         self.hub.add(conn, &topic).map_err(hub_error)?;
         if let Err(e) = self.broker.subscribe(&topic).await {

@@ -9,9 +9,10 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::connection;
 use crate::gateway::Gateway;
@@ -39,46 +40,53 @@ fn plain(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
 
 async fn ws(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
     let span = tracing::info_span!("upgrade", node = %gw.node_id(), status = tracing::field::Empty);
-    let response = span.in_scope(|| upgrade(&req, body, gw));
+    let response = upgrade(&req, body, gw).instrument(span.clone()).await;
     span.record("status", response.status().as_u16());
     response
 }
 
-/// Resolve the user and accept the WebSocket (or refuse it with a status).
-fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
-    use actix_web::http::StatusCode;
+/// Check the request, resolve the user and accept the WebSocket — or
+/// refuse it with a status before any WebSocket traffic.
+async fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
     if gw.is_draining() {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "node is draining; connect to another node\n".into(),
         );
     }
-    // Identity: until token authentication exists, anonymous access takes
-    // the user from `?user=` or makes one up.
-    if !gw.settings.allow_anonymous {
-        return plain(
-            StatusCode::UNAUTHORIZED,
-            "anonymous access is disabled on this node\n".into(),
-        );
-    }
-    let _auth = tracing::info_span!("authenticate", method = "anonymous").entered();
-    let query = match web::Query::<WsQuery>::from_query(req.query_string()) {
-        Ok(q) => q.into_inner(),
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad query string: {e}\n")),
-    };
-    let user = match query.user {
-        Some(user) => {
-            if let Err(e) = check_user(&user) {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    format!("bad `user`: {}\n", e.message),
-                );
-            }
-            user
+    // Cross-site WebSocket hijacking: a browser sends the page's origin,
+    // and a page from an origin not on the list may not connect.
+    // (Non-browser clients send no Origin and are not affected.)
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !gw.settings.origin_allowed(origin) {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!("origin {origin:?} is not allowed\n"),
+            );
         }
-        None => format!("anon-{:08x}", fastrand::u32(..)),
+    }
+    let user = match tracing::info_span!("authenticate", method = "anonymous")
+        .in_scope(|| identify(req, &gw))
+    {
+        Ok(user) => user,
+        Err((status, reason)) => return plain(status, reason),
     };
-    drop(_auth);
+    let limit = gw.settings.max_connections_per_user;
+    match gw.user_connections(&user).await {
+        Ok(conns) if conns.len() >= limit => {
+            return plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "user {user:?} already has {} connections (limit {limit})\n",
+                    conns.len()
+                ),
+            );
+        }
+        Ok(_) => {}
+        // The registry being unreachable must not lock everyone out.
+        Err(e) => tracing::warn!(error = %e.message, "connection limit not checked"),
+    }
     let (response, session, stream) = match actix_ws::handle(req, body) {
         Ok(parts) => parts,
         Err(e) => return HttpResponse::from_error(e),
@@ -86,6 +94,33 @@ fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> Htt
     let gw: Arc<Gateway> = gw.into_inner();
     actix_web::rt::spawn(connection::serve(gw, session, stream, user.into()));
     response
+}
+
+/// Who is connecting, or the status and reason to refuse with. Until
+/// token authentication exists, anonymous access takes the user from
+/// `?user=` or makes one up.
+fn identify(req: &HttpRequest, gw: &Gateway) -> Result<String, (StatusCode, String)> {
+    if !gw.settings.allow_anonymous {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "anonymous access is disabled on this node\n".into(),
+        ));
+    }
+    let query = web::Query::<WsQuery>::from_query(req.query_string())
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad query string: {e}\n")))?
+        .into_inner();
+    match query.user {
+        Some(user) => {
+            check_user(&user).map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("bad `user`: {}\n", e.message),
+                )
+            })?;
+            Ok(user)
+        }
+        None => Ok(format!("anon-{:08x}", fastrand::u32(..))),
+    }
 }
 
 /// `/` upgrades like `/ws` when asked to; otherwise it says what this is.

@@ -240,6 +240,16 @@ impl Hub {
         members.len()
     }
 
+    /// How many channels a connection is subscribed to.
+    pub fn channels_of(&self, conn: &ConnId) -> usize {
+        self.read().conns.get(conn).map_or(0, |e| {
+            e.topics
+                .iter()
+                .filter(|t| matches!(t, Topic::Channel(_)))
+                .count()
+        })
+    }
+
     pub fn has_members(&self, topic: &Topic) -> bool {
         self.read().topics.get(topic).is_some_and(|m| !m.is_empty())
     }

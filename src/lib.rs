@@ -20,6 +20,7 @@
 //! * [`presence`] — channel presence, connection and node registries.
 //! * [`keys`] — every Redis name.
 //! * [`disconnect`] — close reasons and their codes.
+//! * [`ratelimit`] — the per-connection inbound frame budget.
 //! * [`metrics`] — counters and histograms for `/metrics`.
 //! * [`telemetry`] — logs (text/JSON) and OpenTelemetry traces across nodes.
 //!
@@ -47,5 +48,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod protocol;
+pub mod ratelimit;
 pub mod startup;
 pub mod telemetry;

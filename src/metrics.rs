@@ -23,6 +23,7 @@ pub struct Metrics {
     pub presence_ops: AtomicU64,
     pub presence_errors: AtomicU64,
     pub api_requests: AtomicU64,
+    pub rate_limited: AtomicU64,
     /// Time for the broker to accept a publish (Redis: the Lua round trip).
     pub publish_duration: Histogram,
 }
@@ -96,7 +97,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
         };
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "switchboard_connections_opened_total",
                 "WebSocket connections accepted.",
@@ -166,6 +167,11 @@ impl Metrics {
                 "switchboard_presence_errors_total",
                 "Presence, registry and heartbeat operations that failed.",
                 &self.presence_errors,
+            ),
+            (
+                "switchboard_rate_limited_frames_total",
+                "Client frames refused for exceeding max_messages_per_second.",
+                &self.rate_limited,
             ),
             (
                 "switchboard_api_requests_total",

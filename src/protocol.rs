@@ -29,6 +29,10 @@ pub enum ErrorCode {
     BadUser,
     AlreadySubscribed,
     NotSubscribed,
+    /// A per-connection limit was reached (e.g. subscriptions).
+    LimitExceeded,
+    /// Too many frames per second: this frame was not processed.
+    RateLimited,
     /// The broker (Redis) did not answer in time; nothing was published.
     BrokerUnavailable,
     /// A command this build does not offer yet (named in the message).
@@ -170,17 +174,21 @@ fn need<T>(field: Option<T>, kind: &str, name: &str) -> Result<T, String> {
     field.ok_or_else(|| format!("`{kind}` needs `{name}`"))
 }
 
+/// The `id` of a frame, if it has a readable one, without decoding the rest.
+pub fn peek_id(text: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<u64>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id)
+}
+
 /// Decode one text frame.
 pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
     let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
         // Recover the id, if any, so the client can match the error.
-        #[derive(Deserialize)]
-        struct IdOnly {
-            id: Option<u64>,
-        }
-        let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
         DecodeError {
-            id,
+            id: peek_id(text),
             error: ErrorBody::new(ErrorCode::BadFrame, format!("invalid frame: {e}")),
         }
     })?;

@@ -113,6 +113,10 @@ impl LocalCluster {
                     "RUST_LOG",
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
                 )
+                // The harness's publishers send far more than a person's
+                // client would; a --node-arg flag still overrides these.
+                .env("SWITCHBOARD_MAX_MESSAGES_PER_SECOND", "1000000")
+                .env("SWITCHBOARD_MAX_CONNECTIONS_PER_USER", "1000000")
                 .stdout(Stdio::null())
                 .spawn()
                 .with_context(|| {

@@ -409,6 +409,29 @@ impl Client {
         }
     }
 
+    /// The next JSON frame, or how the connection ended.
+    pub async fn try_next_frame(&mut self) -> Result<Value, Ended> {
+        if let Some(v) = self.pending.pop_front() {
+            return Ok(v);
+        }
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame in time")
+            {
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(t.as_str()).expect("server sent JSON"))
+                }
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Err(Ended::Close(u16::from(frame.code)))
+                }
+                Some(Ok(Message::Close(None))) => return Err(Ended::Close(1005)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Ended::Dropped),
+            }
+        }
+    }
+
     /// Read until the connection ends; frames before the end are discarded.
     pub async fn ended(&mut self) -> Ended {
         loop {
