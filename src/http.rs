@@ -32,7 +32,7 @@ struct WsQuery {
     user: Option<String>,
 }
 
-fn plain(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
+fn plain(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
         .body(body)
@@ -134,7 +134,7 @@ async fn root(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> H
         return ws(req, body, gw).await;
     }
     plain(
-        actix_web::http::StatusCode::OK,
+        StatusCode::OK,
         format!(
             "switchboard node {}: connect a WebSocket to /ws\n",
             gw.node_id()
@@ -143,11 +143,10 @@ async fn root(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> H
 }
 
 async fn healthz() -> HttpResponse {
-    plain(actix_web::http::StatusCode::OK, "ok\n".into())
+    plain(StatusCode::OK, "ok\n".into())
 }
 
 async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
-    use actix_web::http::StatusCode;
     if gw.is_draining() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
     } else if !gw.broker.is_healthy() {
