@@ -44,6 +44,11 @@ pub async fn execute(gw: &Arc<Gateway>, conn: &ConnId, user: &str, request: Requ
             .presence_members(&channel)
             .await
             .map(|members| ServerFrame::members(id, &members).encode()),
+        // The connection handles `refresh` itself: it owns the expiry.
+        Command::Refresh { .. } => Err(ErrorBody::new(
+            ErrorCode::Internal,
+            "refresh is handled by the connection",
+        )),
         Command::History { .. } => Err(ErrorBody::new(
             ErrorCode::NotSupported,
             "history is not available in this build",

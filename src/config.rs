@@ -92,7 +92,23 @@ pub struct Cli {
     /// Longest wait for clients to go after the shutdown close (default 5000).
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
-    /// Accept connections without a token, user from `?user=` (default true).
+    /// HS256 secret for client tokens (at least 32 bytes).
+    #[arg(long, env = "SWITCHBOARD_JWT_HMAC_SECRET", hide_env_values = true)]
+    pub jwt_hmac_secret: Option<String>,
+    /// PEM public key (RSA for RS256 or EC P-256 for ES256) for client tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// JWKS file (RS256/ES256 keys chosen by the token's `kid`).
+    #[arg(long, env = "SWITCHBOARD_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Required `aud` claim of client tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` claim of client tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accept connections without a token, user from `?user=` (default: true
+    /// unless a JWT key is configured).
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: Option<bool>,
     /// How often the node refreshes its record, its connections and their presence in Redis (default 5000).
@@ -146,6 +162,11 @@ pub struct FileSettings {
     pub max_connections_per_user: Option<usize>,
     pub max_messages_per_second: Option<u32>,
     pub allowed_origins: Option<Vec<String>>,
+    pub jwt_hmac_secret: Option<String>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub jwt_jwks_file: Option<PathBuf>,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
     /// Options of channels without a namespace.
     #[serde(default)]
     pub default_namespace: NamespaceOptions,
@@ -174,6 +195,21 @@ pub struct NamespaceOptions {
     /// Send `join` / `leave` frames to the channel's subscribers.
     #[serde(default)]
     pub join_leave: bool,
+}
+
+/// Where the key that verifies client tokens comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    HmacSecret(String),
+    PublicKeyFile(PathBuf),
+    JwksFile(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    pub key: JwtKey,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
 }
 
 /// How log lines are written to stderr.
@@ -213,6 +249,8 @@ pub struct Settings {
     pub max_messages_per_second: u32,
     /// Empty: any origin (and requests without one) may connect.
     pub allowed_origins: Vec<String>,
+    /// How client tokens are verified; None: no token authentication.
+    pub jwt: Option<JwtSettings>,
     pub default_namespace: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
 }
@@ -395,7 +433,39 @@ impl Settings {
                 .unwrap_or(5000),
             0,
         )?;
-        let allow_anonymous = cli.allow_anonymous.or(file.allow_anonymous).unwrap_or(true);
+        let jwt_key = match (
+            cli.jwt_hmac_secret
+                .or(file.jwt_hmac_secret)
+                .filter(|s| !s.is_empty()),
+            cli.jwt_public_key_file.or(file.jwt_public_key_file),
+            cli.jwt_jwks_file.or(file.jwt_jwks_file),
+        ) {
+            (None, None, None) => None,
+            (Some(secret), None, None) => {
+                if secret.len() < 32 {
+                    return Err(invalid("jwt_hmac_secret", "must be at least 32 bytes"));
+                }
+                Some(JwtKey::HmacSecret(secret))
+            }
+            (None, Some(path), None) => Some(JwtKey::PublicKeyFile(path)),
+            (None, None, Some(path)) => Some(JwtKey::JwksFile(path)),
+            _ => {
+                return Err(invalid(
+                    "jwt_hmac_secret",
+                    "set only one of jwt_hmac_secret, jwt_public_key_file and jwt_jwks_file",
+                ))
+            }
+        };
+        let jwt = jwt_key.map(|key| JwtSettings {
+            key,
+            audience: cli.jwt_audience.or(file.jwt_audience),
+            issuer: cli.jwt_issuer.or(file.jwt_issuer),
+        });
+        // With tokens configured, anonymous access must be asked for.
+        let allow_anonymous = cli
+            .allow_anonymous
+            .or(file.allow_anonymous)
+            .unwrap_or(jwt.is_none());
         let node_heartbeat = millis(
             "node_heartbeat_ms",
             cli.node_heartbeat_ms
@@ -493,6 +563,7 @@ impl Settings {
             max_connections_per_user,
             max_messages_per_second,
             allowed_origins,
+            jwt,
             default_namespace: file.default_namespace,
             namespaces,
         })
@@ -596,6 +667,16 @@ mod tests {
             (&["--max-message-bytes", "1"], "`max_message_bytes`"),
             (&["--outbox-capacity", "0"], "`outbox_capacity`"),
             (&["--api-key", "short"], "`api_key`"),
+            (&["--jwt-hmac-secret", "short"], "`jwt_hmac_secret`"),
+            (
+                &[
+                    "--jwt-hmac-secret",
+                    &"s".repeat(40),
+                    "--jwt-jwks-file",
+                    "x.json",
+                ],
+                "`jwt_hmac_secret`",
+            ),
             (&["--node-heartbeat-ms", "1"], "`node_heartbeat_ms`"),
         ];
         for (args, name) in cases {

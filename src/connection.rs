@@ -19,13 +19,14 @@ use bytestring::ByteString;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::auth::Identity;
 use crate::commands;
 use crate::disconnect::Disconnect;
 use crate::gateway::Gateway;
 use crate::hub::{Closer, ConnId, Member};
 use crate::metrics;
 use crate::outbox::Outbox;
-use crate::protocol::{self, ErrorBody, ErrorCode, ServerFrame};
+use crate::protocol::{self, Command, ErrorBody, ErrorCode, Request, ServerFrame};
 use crate::ratelimit::{RateLimit, Verdict};
 use crate::telemetry;
 
@@ -56,9 +57,10 @@ pub async fn serve(
     gw: Arc<Gateway>,
     session: Session,
     stream: actix_ws::MessageStream,
-    user: Arc<str>,
+    identity: Identity,
 ) {
     let conn = new_conn_id();
+    let user: Arc<str> = identity.user.into();
     // Logs inside the connection carry conn/user/node. (Its exported
     // lifecycle span is made at close by `telemetry::connection_ended`.)
     let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
@@ -77,6 +79,7 @@ pub async fn serve(
         last_seen: Instant::now(),
         opened: std::time::SystemTime::now(),
         rate: RateLimit::new(max_rate, Instant::now()),
+        token_expires: identity.expires.map(deadline_of),
     }
     .run(stream)
     .instrument(span)
@@ -92,6 +95,16 @@ struct Connection {
     last_seen: Instant,
     opened: std::time::SystemTime,
     rate: RateLimit,
+    /// When the token runs out (None: anonymous); moved by `refresh`.
+    token_expires: Option<Instant>,
+}
+
+/// The local instant of a wall-clock expiry (already past: now).
+fn deadline_of(at: std::time::SystemTime) -> Instant {
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left
 }
 
 impl Connection {
@@ -156,9 +169,19 @@ impl Connection {
         let closer = self.closer.clone();
         let closed = closer.closed();
         tokio::pin!(closed);
+        // One timer for the token, moved when a refresh extends it.
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut armed_for = self.token_expires;
+        let expiry = tokio::time::sleep_until(armed_for.unwrap_or(far));
+        tokio::pin!(expiry);
         loop {
+            if self.token_expires != armed_for {
+                armed_for = self.token_expires;
+                expiry.as_mut().reset(armed_for.unwrap_or(far));
+            }
             let step = tokio::select! {
                 reason = &mut closed => Err(Exit::Server(reason)),
+                () = &mut expiry, if armed_for.is_some() => Err(Exit::Server(Disconnect::TokenExpired)),
                 frame = outbox.recv() => match frame {
                     Some(frame) => self.write_queued(frame, outbox).await,
                     None => Err(Exit::Server(Disconnect::InternalError)),
@@ -168,6 +191,31 @@ impl Connection {
             };
             if let Err(exit) = step {
                 return exit;
+            }
+        }
+    }
+
+    /// `refresh {token}`: a new token for the same user moves the expiry.
+    fn refresh(&mut self, id: Option<u64>, token: &str) -> String {
+        let result = match &self.gw.auth {
+            None => Err("token authentication is not configured on this node".to_owned()),
+            Some(verifier) => match verifier.verify(token) {
+                Err(e) => Err(e.to_string()),
+                Ok(identity) if identity.user != *self.user => Err(format!(
+                    "the token is for {:?}, not {:?}",
+                    identity.user, self.user
+                )),
+                Ok(identity) => {
+                    self.token_expires = identity.expires.map(deadline_of);
+                    Ok(())
+                }
+            },
+        };
+        match result {
+            Ok(()) => ServerFrame::ok(id).encode(),
+            Err(message) => {
+                metrics::inc(&self.gw.metrics.bad_frames);
+                ServerFrame::failure(id, ErrorBody::new(ErrorCode::BadToken, message)).encode()
             }
         }
     }
@@ -265,6 +313,10 @@ impl Connection {
                     return self.write(refused.into()).await;
                 }
                 let reply = match protocol::decode(&text) {
+                    Ok(Request {
+                        id,
+                        command: Command::Refresh { token },
+                    }) => self.refresh(id, &token),
                     Ok(request) => {
                         commands::execute(&self.gw, &self.conn, &self.user, request).await
                     }

@@ -31,6 +31,8 @@ pub enum Disconnect {
     ForceDisconnect,
     /// Kept sending far over `max_messages_per_second`.
     RateLimitExceeded,
+    /// The token expired and was not refreshed: reconnect with a new one.
+    TokenExpired,
 }
 
 /// One row of the close-code table.
@@ -49,6 +51,7 @@ pub const CLOSE_CODES: &[CloseCodeRow] = &[
     CloseCodeRow { reason: Disconnect::HeartbeatTimeout, code: 3003, name: "heartbeat_timeout", reconnect: true },
     CloseCodeRow { reason: Disconnect::InternalError, code: 3004, name: "internal_error", reconnect: true },
     CloseCodeRow { reason: Disconnect::ForceReconnect, code: 3005, name: "force_reconnect", reconnect: true },
+    CloseCodeRow { reason: Disconnect::TokenExpired, code: 3006, name: "token_expired", reconnect: true },
     CloseCodeRow { reason: Disconnect::ForceDisconnect, code: 3501, name: "force_disconnect", reconnect: false },
     CloseCodeRow { reason: Disconnect::RateLimitExceeded, code: 3502, name: "rate_limit_exceeded", reconnect: false },
     CloseCodeRow { reason: Disconnect::MessageTooBig, code: 1009, name: "message_too_big", reconnect: false },

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tracing::Instrument;
 
+use crate::auth::Verifier;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{self as redis_broker, RedisBroker};
 use crate::broker::{Broker, BrokerError, Publication, Published};
@@ -36,6 +37,8 @@ pub struct Gateway {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
     pub metrics: Arc<Metrics>,
+    /// Verifies client tokens; None when no JWT key is configured.
+    pub auth: Option<Verifier>,
     started_at: u64,
     draining: AtomicBool,
 }
@@ -60,7 +63,7 @@ fn hub_error(e: HubError) -> ErrorBody {
 impl Gateway {
     /// Wire the hub to the broker and presence the settings ask for. Must
     /// run inside a Tokio runtime (the Redis broker spawns its subscriber).
-    pub fn new(settings: Settings) -> Result<Arc<Gateway>, BrokerError> {
+    pub fn new(settings: Settings, auth: Option<Verifier>) -> Result<Arc<Gateway>, BrokerError> {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &settings.redis_url {
@@ -99,6 +102,7 @@ impl Gateway {
             broker,
             presence,
             metrics,
+            auth,
             started_at: now_ms(),
             draining: AtomicBool::new(false),
         }))

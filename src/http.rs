@@ -14,6 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use tracing::Instrument;
 
+use crate::auth::Identity;
 use crate::connection;
 use crate::gateway::Gateway;
 use crate::protocol::check_user;
@@ -30,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, api_body_limit: usize) {
 #[derive(Debug, Deserialize)]
 struct WsQuery {
     user: Option<String>,
+    token: Option<String>,
 }
 
 fn plain(status: StatusCode, body: String) -> HttpResponse {
@@ -66,12 +68,11 @@ async fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) 
             );
         }
     }
-    let user = match tracing::info_span!("authenticate", method = "anonymous")
-        .in_scope(|| identify(req, &gw))
-    {
-        Ok(user) => user,
+    let identity = match tracing::info_span!("authenticate").in_scope(|| identify(req, &gw)) {
+        Ok(identity) => identity,
         Err((status, reason)) => return plain(status, reason),
     };
+    let user = identity.user.clone();
     let limit = gw.settings.max_connections_per_user;
     match gw.user_connections(&user).await {
         Ok(conns) if conns.len() >= limit => {
@@ -92,24 +93,39 @@ async fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) 
         Err(e) => return HttpResponse::from_error(e),
     };
     let gw: Arc<Gateway> = gw.into_inner();
-    actix_web::rt::spawn(connection::serve(gw, session, stream, user.into()));
+    actix_web::rt::spawn(connection::serve(gw, session, stream, identity));
     response
 }
 
-/// Who is connecting, or the status and reason to refuse with. Until
-/// token authentication exists, anonymous access takes the user from
-/// `?user=` or makes one up.
-fn identify(req: &HttpRequest, gw: &Gateway) -> Result<String, (StatusCode, String)> {
-    if !gw.settings.allow_anonymous {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            "anonymous access is disabled on this node\n".into(),
-        ));
-    }
+/// Who is connecting, or the status and reason to refuse with. A token
+/// (`Authorization: Bearer`, or `?token=` since browsers cannot set
+/// headers on a WebSocket) must verify; without one, anonymous access —
+/// if enabled — takes the user from `?user=` or makes one up.
+fn identify(req: &HttpRequest, gw: &Gateway) -> Result<Identity, (StatusCode, String)> {
+    let unauthorized = |reason: String| (StatusCode::UNAUTHORIZED, reason + "\n");
     let query = web::Query::<WsQuery>::from_query(req.query_string())
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad query string: {e}\n")))?
         .into_inner();
-    match query.user {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let Some(token) = bearer.or(query.token.as_deref()) {
+        let verifier = gw.auth.as_ref().ok_or_else(|| {
+            unauthorized("token authentication is not configured on this node".into())
+        })?;
+        return verifier
+            .verify(token)
+            .map_err(|e| unauthorized(e.to_string()));
+    }
+    if !gw.settings.allow_anonymous {
+        return Err(unauthorized(
+            "a token is required (Authorization: Bearer, or ?token=)".into(),
+        ));
+    }
+    let user = match query.user {
         Some(user) => {
             check_user(&user).map_err(|e| {
                 (
@@ -117,10 +133,14 @@ fn identify(req: &HttpRequest, gw: &Gateway) -> Result<String, (StatusCode, Stri
                     format!("bad `user`: {}\n", e.message),
                 )
             })?;
-            Ok(user)
+            user
         }
-        None => Ok(format!("anon-{:08x}", fastrand::u32(..))),
-    }
+        None => format!("anon-{:08x}", fastrand::u32(..)),
+    };
+    Ok(Identity {
+        user,
+        expires: None,
+    })
 }
 
 /// `/` upgrades like `/ws` when asked to; otherwise it says what this is.

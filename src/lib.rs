@@ -7,6 +7,7 @@
 //! # Layout
 //! * [`config`] — typed, layered, validated settings.
 //! * [`startup`] — `Application`: bind, wire, serve, drain on SIGTERM.
+//! * [`auth`] — JWT verification of clients (handshake and `refresh`).
 //! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics`.
 //! * [`api`] — the server HTTP API under `/api` (API-key protected).
 //! * [`connection`] — one task per socket.
@@ -35,6 +36,7 @@
 //! In memory mode the middle step is a direct call into the local hub.
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod commands;
 pub mod config;

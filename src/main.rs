@@ -14,7 +14,14 @@ async fn main() -> anyhow::Result<()> {
     };
     // Flushes buffered spans when main returns.
     let _telemetry = switchboard::telemetry::init(settings.log_format)?;
-    let app = Application::build(settings).await?;
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e @ switchboard::startup::StartupError::Config(_)) => {
+            eprintln!("switchboard: {e}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
     app.run_until_stopped().await?;
     tracing::info!("stopped");
     Ok(())

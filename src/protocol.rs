@@ -33,6 +33,8 @@ pub enum ErrorCode {
     LimitExceeded,
     /// Too many frames per second: this frame was not processed.
     RateLimited,
+    /// `refresh`: the token does not verify, or is for another user.
+    BadToken,
     /// The broker (Redis) did not answer in time; nothing was published.
     BrokerUnavailable,
     /// A command this build does not offer yet (named in the message).
@@ -125,6 +127,8 @@ struct RawFrame<'a> {
     limit: Option<u32>,
     /// W3C trace context of the sender, for `publish`.
     traceparent: Option<String>,
+    /// A new token, for `refresh`.
+    token: Option<String>,
 }
 
 #[derive(Debug)]
@@ -154,6 +158,10 @@ pub enum Command<'a> {
         limit: Option<u32>,
     },
     Ping,
+    /// A new token before the current one expires.
+    Refresh {
+        token: String,
+    },
 }
 
 /// A decoded client frame.
@@ -221,6 +229,9 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
                 limit: raw.limit,
             },
             "ping" => Command::Ping,
+            "refresh" => Command::Refresh {
+                token: need(raw.token, kind, "token")?,
+            },
             other => return Err(format!("unknown frame type {other:?}")),
         })
     })()

@@ -15,6 +15,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
+use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::disconnect::Disconnect;
 use crate::gateway::Gateway;
@@ -29,6 +30,8 @@ pub enum StartupError {
     },
     #[error("cannot start the broker: {0}")]
     Broker(#[from] crate::broker::BrokerError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot start the HTTP server: {0}")]
     Server(std::io::Error),
 }
@@ -84,7 +87,8 @@ impl Application {
         let backlog = settings.backlog;
         // Room for the JSON around a message of the largest allowed size.
         let api_body_limit = settings.max_message_bytes + 4096;
-        let gateway = Gateway::new(settings)?;
+        let auth = settings.jwt.as_ref().map(Verifier::load).transpose()?;
+        let gateway = Gateway::new(settings, auth)?;
         let heartbeat = tokio::spawn(gateway.clone().heartbeat_loop()).abort_handle();
         let data = web::Data::from(gateway.clone());
         let server = HttpServer::new(move || {

@@ -121,6 +121,12 @@ fn invalid_settings_fail_at_start_naming_the_setting() {
             &[],
             "/nonexistent/switchboard.toml",
         ),
+        (
+            &["--jwt-public-key-file", "/nonexistent/key.pem"],
+            &[],
+            "`jwt_public_key_file`",
+        ),
+        (&["--jwt-jwks-file", "Cargo.toml"], &[], "`jwt_jwks_file`"),
     ];
     for (args, env, needle) in cases {
         let (code, stderr) = run_to_exit(args, env);

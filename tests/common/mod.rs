@@ -299,7 +299,18 @@ pub enum Ended {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        Client::connect_request(url, None).await
+    }
+
+    /// Connect with an optional `Authorization: Bearer` token.
+    pub async fn connect_request(url: &str, bearer: Option<&str>) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("valid URL");
+        if let Some(token) = bearer {
+            let value = format!("Bearer {token}").parse().expect("header value");
+            request.headers_mut().insert("Authorization", value);
+        }
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("connect timed out")
             .expect("websocket handshake");

@@ -1,0 +1,155 @@
+//! Client authentication: JSON Web Tokens checked at the handshake (and on
+//! `refresh`), before any WebSocket traffic.
+//!
+//! Keys: an HS256 secret, a PEM public key (RSA → RS256, EC P-256 → ES256),
+//! or a JWKS file whose keys are chosen by the token's `kid`. Keys are
+//! loaded once at start, so a bad file stops the node with the setting's
+//! name instead of failing every handshake later. `exp` and `sub` are
+//! required; `aud` and `iss` are checked when configured. No leeway: the
+//! token's expiry is when the connection closes (`token_expired`) unless it
+//! is refreshed.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::{JwtKey, JwtSettings};
+use crate::protocol::check_user;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token has no key we know (kid {0:?})")]
+    UnknownKey(Option<String>),
+}
+
+/// Who a connection belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    /// When its token stops being valid (None: anonymous, no expiry).
+    pub expires: Option<SystemTime>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+enum Keys {
+    Single { key: DecodingKey, alg: Algorithm },
+    Jwks(JwkSet),
+}
+
+pub struct Verifier {
+    keys: Keys,
+    audience: Option<String>,
+    issuer: Option<String>,
+}
+
+fn setting_error(name: &'static str, reason: String) -> crate::config::ConfigError {
+    crate::config::ConfigError::Invalid { name, reason }
+}
+
+impl Verifier {
+    /// Load the configured key, or say which setting is wrong.
+    pub fn load(settings: &JwtSettings) -> Result<Verifier, crate::config::ConfigError> {
+        let keys = match &settings.key {
+            JwtKey::HmacSecret(secret) => Keys::Single {
+                key: DecodingKey::from_secret(secret.as_bytes()),
+                alg: Algorithm::HS256,
+            },
+            JwtKey::PublicKeyFile(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    setting_error("jwt_public_key_file", format!("{}: {e}", path.display()))
+                })?;
+                match DecodingKey::from_rsa_pem(&pem) {
+                    Ok(key) => Keys::Single {
+                        key,
+                        alg: Algorithm::RS256,
+                    },
+                    Err(_) => Keys::Single {
+                        key: DecodingKey::from_ec_pem(&pem).map_err(|e| {
+                            setting_error(
+                                "jwt_public_key_file",
+                                format!("{}: not an RSA or EC public key ({e})", path.display()),
+                            )
+                        })?,
+                        alg: Algorithm::ES256,
+                    },
+                }
+            }
+            JwtKey::JwksFile(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    setting_error("jwt_jwks_file", format!("{}: {e}", path.display()))
+                })?;
+                let set: JwkSet = serde_json::from_str(&text).map_err(|e| {
+                    setting_error("jwt_jwks_file", format!("{}: {e}", path.display()))
+                })?;
+                if set.keys.is_empty() {
+                    return Err(setting_error(
+                        "jwt_jwks_file",
+                        format!("{}: no keys", path.display()),
+                    ));
+                }
+                Keys::Jwks(set)
+            }
+        };
+        Ok(Verifier {
+            keys,
+            audience: settings.audience.clone(),
+            issuer: settings.issuer.clone(),
+        })
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = 0;
+        v.set_required_spec_claims(&["exp", "sub"]);
+        match &self.audience {
+            Some(aud) => v.set_audience(&[aud]),
+            None => v.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+        }
+        v
+    }
+
+    /// Check a token's signature and claims; the user is its `sub`.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let invalid = |e: jsonwebtoken::errors::Error| AuthError::Invalid(e.to_string());
+        let claims = match &self.keys {
+            Keys::Single { key, alg } => {
+                decode::<Claims>(token, key, &self.validation(*alg)).map_err(invalid)?
+            }
+            Keys::Jwks(set) => {
+                let header = decode_header(token).map_err(invalid)?;
+                let jwk = header
+                    .kid
+                    .as_deref()
+                    .and_then(|kid| set.find(kid))
+                    .ok_or_else(|| AuthError::UnknownKey(header.kid.clone()))?;
+                // Only asymmetric algorithms come from a JWKS.
+                if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+                    return Err(AuthError::Invalid(format!(
+                        "algorithm {:?} is not accepted",
+                        header.alg
+                    )));
+                }
+                let key = DecodingKey::from_jwk(jwk).map_err(invalid)?;
+                decode::<Claims>(token, &key, &self.validation(header.alg)).map_err(invalid)?
+            }
+        }
+        .claims;
+        check_user(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {}", e.message)))?;
+        Ok(Identity {
+            user: claims.sub,
+            expires: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+        })
+    }
+}

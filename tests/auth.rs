@@ -1,0 +1,270 @@
+//! Token authentication at the handshake, token expiry and `refresh`,
+//! with HS256, RS256/ES256 PEM keys and a JWKS file (test keys in
+//! tests/fixtures).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Client, Ended, TestNode};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+use switchboard::config::{JwtKey, JwtSettings, Settings};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims(sub: &str, exp: u64) -> serde_json::Value {
+    json!({"sub": sub, "exp": exp, "aud": "switchboard", "iss": "https://auth.example"})
+}
+
+fn hs256(claims: &serde_json::Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn signed(alg: Algorithm, kid: Option<&str>, key_file: &str, claims: &serde_json::Value) -> String {
+    let pem = std::fs::read(fixture(key_file)).unwrap();
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, claims, &key).unwrap()
+}
+
+fn with_jwt(key: JwtKey) -> impl FnOnce(&mut Settings) {
+    move |s| {
+        s.jwt = Some(JwtSettings {
+            key,
+            audience: Some("switchboard".into()),
+            issuer: Some("https://auth.example".into()),
+        });
+        s.allow_anonymous = false;
+    }
+}
+
+/// Open a WebSocket with an optional bearer token and query; the HTTP status
+/// of a refused handshake, or the client.
+async fn open(node: &TestNode, query: &str, bearer: Option<&str>) -> Result<Client, u16> {
+    let url = format!("ws://127.0.0.1:{}/ws{query}", node.port);
+    let mut request = url.as_str().into_client_request().unwrap();
+    if let Some(token) = bearer {
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => {}
+        Err(WsError::Http(response)) => return Err(response.status().as_u16()),
+        Err(e) => panic!("handshake error {e}"),
+    }
+    // Accepted: connect again through the harness client to get its helpers.
+    Ok(Client::connect_request(&url, bearer).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs256_tokens_from_header_or_query_decide_the_user() {
+    let node = TestNode::memory(with_jwt(JwtKey::HmacSecret(SECRET.into()))).await;
+    let token = hs256(&claims("alice", now() + 600));
+    let c = open(&node, "", Some(&token)).await.unwrap();
+    assert_eq!(c.welcome["user"], "alice");
+    let c = open(&node, &format!("?token={token}&user=mallory"), None)
+        .await
+        .unwrap();
+    assert_eq!(c.welcome["user"], "alice", "?user= cannot override a token");
+
+    // Refused before the upgrade: no token, bad signature, expired, wrong audience, garbage.
+    assert_eq!(open(&node, "?user=alice", None).await.err(), Some(401));
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &claims("alice", now() + 600),
+        &EncodingKey::from_secret(b"another-secret-another-secret-0123"),
+    )
+    .unwrap();
+    assert_eq!(open(&node, "", Some(&forged)).await.err(), Some(401));
+    assert_eq!(
+        open(&node, "", Some(&hs256(&claims("alice", now() - 5))))
+            .await
+            .err(),
+        Some(401)
+    );
+    let mut wrong_aud = claims("alice", now() + 600);
+    wrong_aud["aud"] = json!("someone-else");
+    assert_eq!(
+        open(&node, "", Some(&hs256(&wrong_aud))).await.err(),
+        Some(401)
+    );
+    assert_eq!(open(&node, "", Some("not.a.token")).await.err(), Some(401));
+    let none_alg = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&claims("alice", now() + 600).to_string())
+    );
+    assert_eq!(open(&node, "", Some(&none_alg)).await.err(), Some(401));
+}
+
+fn b64(s: &str) -> String {
+    use std::fmt::Write;
+    // URL-safe base64 without padding, enough for a forged header.
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            let _ = write!(out, "{}", A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_es256_and_jwks_keys_verify() {
+    let rsa = TestNode::memory(with_jwt(JwtKey::PublicKeyFile(fixture("rsa-public.pem")))).await;
+    let token = signed(
+        Algorithm::RS256,
+        None,
+        "rsa-private.pem",
+        &claims("rita", now() + 600),
+    );
+    assert_eq!(
+        open(&rsa, "", Some(&token)).await.unwrap().welcome["user"],
+        "rita"
+    );
+    // An HS256 token signed with the public key as the secret is the classic confusion attack.
+    let pem = std::fs::read(fixture("rsa-public.pem")).unwrap();
+    let confused = encode(
+        &Header::new(Algorithm::HS256),
+        &claims("rita", now() + 600),
+        &EncodingKey::from_secret(&pem),
+    )
+    .unwrap();
+    assert_eq!(open(&rsa, "", Some(&confused)).await.err(), Some(401));
+
+    let ec = TestNode::memory(with_jwt(JwtKey::PublicKeyFile(fixture("ec-public.pem")))).await;
+    let token = signed(
+        Algorithm::ES256,
+        None,
+        "ec-private.pem",
+        &claims("eve", now() + 600),
+    );
+    assert_eq!(
+        open(&ec, "", Some(&token)).await.unwrap().welcome["user"],
+        "eve"
+    );
+
+    let jwks = TestNode::memory(with_jwt(JwtKey::JwksFile(fixture("jwks.json")))).await;
+    let rs = signed(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        "rsa-private.pem",
+        &claims("kim", now() + 600),
+    );
+    let es = signed(
+        Algorithm::ES256,
+        Some("ec-1"),
+        "ec-private.pem",
+        &claims("lee", now() + 600),
+    );
+    assert_eq!(
+        open(&jwks, "", Some(&rs)).await.unwrap().welcome["user"],
+        "kim"
+    );
+    assert_eq!(
+        open(&jwks, "", Some(&es)).await.unwrap().welcome["user"],
+        "lee"
+    );
+    let unknown_kid = signed(
+        Algorithm::RS256,
+        Some("rsa-9"),
+        "rsa-private.pem",
+        &claims("kim", now() + 600),
+    );
+    assert_eq!(open(&jwks, "", Some(&unknown_kid)).await.err(), Some(401));
+    let no_kid = signed(
+        Algorithm::RS256,
+        None,
+        "rsa-private.pem",
+        &claims("kim", now() + 600),
+    );
+    assert_eq!(open(&jwks, "", Some(&no_kid)).await.err(), Some(401));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_access_is_opt_in_once_tokens_are_configured() {
+    let strict = TestNode::memory(with_jwt(JwtKey::HmacSecret(SECRET.into()))).await;
+    assert_eq!(open(&strict, "?user=anon", None).await.err(), Some(401));
+    let mixed = TestNode::memory(|s| {
+        with_jwt(JwtKey::HmacSecret(SECRET.into()))(s);
+        s.allow_anonymous = true;
+    })
+    .await;
+    assert_eq!(
+        open(&mixed, "?user=guest", None).await.unwrap().welcome["user"],
+        "guest"
+    );
+    // A token on a node without JWT keys is refused, not ignored.
+    let plain = TestNode::memory(|_| {}).await;
+    assert_eq!(
+        open(&plain, "", Some(&hs256(&claims("x", now() + 60))))
+            .await
+            .err(),
+        Some(401)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_token_closes_the_connection_unless_refreshed() {
+    let node = TestNode::memory(with_jwt(JwtKey::HmacSecret(SECRET.into()))).await;
+    let mut lapsing = open(&node, "", Some(&hs256(&claims("amy", now() + 2))))
+        .await
+        .unwrap();
+    let mut renewed = open(&node, "", Some(&hs256(&claims("ben", now() + 2))))
+        .await
+        .unwrap();
+
+    // A refresh must verify and be for the same user.
+    let r = renewed
+        .request(json!({"type": "refresh", "token": "garbage"}))
+        .await;
+    assert_eq!(r["error"]["code"], "bad_token", "{r}");
+    let r = renewed
+        .request(json!({"type": "refresh", "token": hs256(&claims("amy", now() + 600))}))
+        .await;
+    assert_eq!(r["error"]["code"], "bad_token", "{r}");
+    renewed
+        .ok(json!({"type": "refresh", "token": hs256(&claims("ben", now() + 600))}))
+        .await;
+
+    assert_eq!(lapsing.ended().await, Ended::Close(3006));
+    // Well past the first expiry, the refreshed connection still works.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        renewed.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+}
