@@ -9,6 +9,7 @@
 //! token's expiry is when the connection closes (`token_expired`) unless it
 //! is refreshed.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -32,12 +33,35 @@ pub struct Identity {
     pub user: String,
     /// When its token stops being valid (None: anonymous, no expiry).
     pub expires: Option<SystemTime>,
+    pub access: Access,
+}
+
+/// What a connection's credentials allow, for the namespace rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Came with a verified token (not anonymous).
+    pub authenticated: bool,
+    /// The token's `channels` claim: channel names, or `prefix*` patterns.
+    pub channels: Option<Arc<[String]>>,
+}
+
+impl Access {
+    pub fn claim_allows(&self, channel: &str) -> bool {
+        self.channels.as_deref().is_some_and(|allowed| {
+            allowed.iter().any(|a| match a.strip_suffix('*') {
+                Some(prefix) => channel.starts_with(prefix),
+                None => a == channel,
+            })
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
 }
 
 enum Keys {
@@ -150,6 +174,10 @@ impl Verifier {
         Ok(Identity {
             user: claims.sub,
             expires: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+            access: Access {
+                authenticated: true,
+                channels: claims.channels.map(Into::into),
+            },
         })
     }
 }

@@ -3,13 +3,23 @@
 
 use std::sync::Arc;
 
-use crate::gateway::Gateway;
+use crate::auth::Access;
+use crate::gateway::{Action, Gateway};
 use crate::hub::ConnId;
 use crate::metrics;
 use crate::protocol::{Command, ErrorBody, ErrorCode, Request, ServerFrame};
 
+/// Who is asking: the connection, its user and what its token allows.
+pub struct Caller<'a> {
+    pub conn: &'a ConnId,
+    pub user: &'a str,
+    pub access: &'a Access,
+}
+
 /// Run one client command and encode its answer.
-pub async fn execute(gw: &Arc<Gateway>, conn: &ConnId, user: &str, request: Request<'_>) -> String {
+pub async fn execute(gw: &Arc<Gateway>, caller: &Caller<'_>, request: Request<'_>) -> String {
+    let Caller { conn, user, access } = *caller;
+    let allowed = |channel: &str, action| gw.authorize(conn, user, access, channel, action);
     let id = request.id;
     let result: Result<String, ErrorBody> = match request.command {
         Command::Ping => Ok(ServerFrame::Pong { id }.encode()),
@@ -20,10 +30,13 @@ pub async fn execute(gw: &Arc<Gateway>, conn: &ConnId, user: &str, request: Requ
         Command::Subscribe {
             channel,
             since: None,
-        } => gw
-            .subscribe(conn, &channel)
-            .await
-            .map(|()| ServerFrame::ok(id).encode()),
+        } => match allowed(&channel, Action::Subscribe) {
+            Ok(()) => gw
+                .subscribe(conn, &channel)
+                .await
+                .map(|()| ServerFrame::ok(id).encode()),
+            Err(e) => Err(e),
+        },
         Command::Unsubscribe { channel } => gw
             .unsubscribe(conn, &channel)
             .await
@@ -32,18 +45,24 @@ pub async fn execute(gw: &Arc<Gateway>, conn: &ConnId, user: &str, request: Requ
             channel,
             data,
             traceparent,
-        } => gw
-            .publish(&channel, user, data, traceparent.as_deref())
-            .await
-            .map(|p| ServerFrame::published(id, p.offset, &p.epoch).encode()),
+        } => match allowed(&channel, Action::Publish) {
+            Ok(()) => gw
+                .publish(&channel, user, data, traceparent.as_deref())
+                .await
+                .map(|p| ServerFrame::published(id, p.offset, &p.epoch).encode()),
+            Err(e) => Err(e),
+        },
         Command::Send { user: to, data } => gw
             .send_direct(&to, user, data)
             .await
             .map(|()| ServerFrame::ok(id).encode()),
-        Command::Presence { channel } => gw
-            .presence_members(&channel)
-            .await
-            .map(|members| ServerFrame::members(id, &members).encode()),
+        Command::Presence { channel } => match allowed(&channel, Action::Presence) {
+            Ok(()) => gw
+                .presence_members(&channel)
+                .await
+                .map(|members| ServerFrame::members(id, &members).encode()),
+            Err(e) => Err(e),
+        },
         // The connection handles `refresh` itself: it owns the expiry.
         Command::Refresh { .. } => Err(ErrorBody::new(
             ErrorCode::Internal,

@@ -195,6 +195,33 @@ pub struct NamespaceOptions {
     /// Send `join` / `leave` frames to the channel's subscribers.
     #[serde(default)]
     pub join_leave: bool,
+    /// Who may subscribe.
+    #[serde(default)]
+    pub subscribe: Rule,
+    /// Who may publish from a WebSocket (the server API always may).
+    #[serde(default)]
+    pub publish: Rule,
+    /// Who may read presence over the WebSocket.
+    #[serde(default)]
+    pub presence_for: Rule,
+}
+
+/// Who may do something on a namespace's channels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rule {
+    /// Every connection, anonymous ones included.
+    #[default]
+    Any,
+    /// Connections authenticated with a token.
+    Token,
+    /// Tokens whose `channels` claim lists the channel (exactly, or by a
+    /// `prefix*` pattern).
+    Claim,
+    /// Connections subscribed to the channel (for publish and presence).
+    Subscribers,
+    /// Nobody over the WebSocket: only the server API.
+    Server,
 }
 
 /// Where the key that verifies client tokens comes from.
@@ -583,8 +610,22 @@ impl Settings {
     /// The options of a channel's namespace, or None if the namespace is
     /// not configured. Channels without a colon are in the default namespace.
     pub fn namespace(&self, channel: &str) -> Option<&NamespaceOptions> {
+        static PERSONAL: NamespaceOptions = NamespaceOptions {
+            presence: false,
+            join_leave: false,
+            subscribe: Rule::Any,
+            publish: Rule::Any,
+            presence_for: Rule::Any,
+        };
         match channel.split_once(':') {
             None => Some(&self.default_namespace),
+            // `user:` always exists: personal channels, owner-only (see gateway).
+            Some(("user", _)) => Some(
+                self.namespaces
+                    .iter()
+                    .find(|n| n.name == "user")
+                    .map_or(&PERSONAL, |n| &n.options),
+            ),
             Some((ns, _)) => self
                 .namespaces
                 .iter()
@@ -735,14 +776,16 @@ mod tests {
             s.namespace("lobby"),
             Some(&NamespaceOptions {
                 presence: false,
-                join_leave: true
+                join_leave: true,
+                ..NamespaceOptions::default()
             })
         );
         assert_eq!(
             s.namespace("chat:room-1"),
             Some(&NamespaceOptions {
                 presence: true,
-                join_leave: false
+                join_leave: false,
+                ..NamespaceOptions::default()
             })
         );
         assert!(s.namespace_exists("chat:room-1"));

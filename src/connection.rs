@@ -19,8 +19,8 @@ use bytestring::ByteString;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::auth::Identity;
-use crate::commands;
+use crate::auth::{Access, Identity};
+use crate::commands::{self, Caller};
 use crate::disconnect::Disconnect;
 use crate::gateway::Gateway;
 use crate::hub::{Closer, ConnId, Member};
@@ -80,6 +80,7 @@ pub async fn serve(
         opened: std::time::SystemTime::now(),
         rate: RateLimit::new(max_rate, Instant::now()),
         token_expires: identity.expires.map(deadline_of),
+        access: identity.access,
     }
     .run(stream)
     .instrument(span)
@@ -97,6 +98,8 @@ struct Connection {
     rate: RateLimit,
     /// When the token runs out (None: anonymous); moved by `refresh`.
     token_expires: Option<Instant>,
+    /// What the token allows; replaced by `refresh`.
+    access: Access,
 }
 
 /// The local instant of a wall-clock expiry (already past: now).
@@ -207,6 +210,7 @@ impl Connection {
                 )),
                 Ok(identity) => {
                     self.token_expires = identity.expires.map(deadline_of);
+                    self.access = identity.access;
                     Ok(())
                 }
             },
@@ -318,7 +322,12 @@ impl Connection {
                         command: Command::Refresh { token },
                     }) => self.refresh(id, &token),
                     Ok(request) => {
-                        commands::execute(&self.gw, &self.conn, &self.user, request).await
+                        let caller = Caller {
+                            conn: &self.conn,
+                            user: &self.user,
+                            access: &self.access,
+                        };
+                        commands::execute(&self.gw, &caller, request).await
                     }
                     Err(e) => {
                         metrics::inc(&self.gw.metrics.bad_frames);

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tracing::Instrument;
 
-use crate::auth::Verifier;
+use crate::auth::{Access, Verifier};
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{self as redis_broker, RedisBroker};
 use crate::broker::{Broker, BrokerError, Publication, Published};
-use crate::config::Settings;
+use crate::config::{Rule, Settings};
 use crate::disconnect::Disconnect;
 use crate::hub::{ConnId, Hub, HubError, Member};
 use crate::keys::{Keys, Topic};
@@ -30,6 +30,24 @@ use crate::presence::redis::RedisPresence;
 use crate::presence::{now_ms, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError, Snapshot};
 use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
 use crate::telemetry;
+
+/// What a connection asks to do on a channel, for `Gateway::authorize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Subscribe,
+    Publish,
+    Presence,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Subscribe => "subscribe",
+            Action::Publish => "publish",
+            Action::Presence => "read presence",
+        }
+    }
+}
 
 pub struct Gateway {
     pub settings: Settings,
@@ -157,6 +175,54 @@ impl Gateway {
             info: ConnInfo {
                 connected_at: now_ms(),
             },
+        }
+    }
+
+    /// May this connection do `action` on `channel`? The namespace's rule
+    /// decides, and a personal channel `user:ID[:...]` is its owner's alone.
+    pub fn authorize(
+        &self,
+        conn: &ConnId,
+        user: &str,
+        access: &Access,
+        channel: &str,
+        action: Action,
+    ) -> Result<(), ErrorBody> {
+        self.check_channel(channel)?;
+        let forbidden = |why: &str| {
+            Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("not allowed to {} on {channel:?}: {why}", action.verb()),
+            ))
+        };
+        if let Some(rest) = channel.strip_prefix("user:") {
+            let owner = rest.split(':').next().unwrap_or_default();
+            if owner != user {
+                return forbidden("a personal channel is for its owner only");
+            }
+        }
+        let ns = self.settings.namespace(channel).expect("checked above");
+        let rule = match action {
+            Action::Subscribe => ns.subscribe,
+            Action::Publish => ns.publish,
+            Action::Presence => ns.presence_for,
+        };
+        match rule {
+            Rule::Any => Ok(()),
+            Rule::Token if access.authenticated => Ok(()),
+            Rule::Token => forbidden("a token is required"),
+            Rule::Claim if access.claim_allows(channel) => Ok(()),
+            Rule::Claim => forbidden("the token's `channels` claim does not list it"),
+            Rule::Subscribers if action == Action::Subscribe => Ok(()),
+            Rule::Subscribers
+                if self
+                    .hub
+                    .is_subscribed(conn, &Topic::Channel(channel.to_owned())) =>
+            {
+                Ok(())
+            }
+            Rule::Subscribers => forbidden("subscribe first"),
+            Rule::Server => forbidden("only the server API may"),
         }
     }
 

@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use tracing::Instrument;
 
-use crate::auth::Identity;
+use crate::auth::{Access, Identity};
 use crate::connection;
 use crate::gateway::Gateway;
 use crate::protocol::check_user;
@@ -140,6 +140,7 @@ fn identify(req: &HttpRequest, gw: &Gateway) -> Result<Identity, (StatusCode, St
     Ok(Identity {
         user,
         expires: None,
+        access: Access::default(),
     })
 }
 

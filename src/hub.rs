@@ -240,6 +240,13 @@ impl Hub {
         members.len()
     }
 
+    pub fn is_subscribed(&self, conn: &ConnId, topic: &Topic) -> bool {
+        self.read()
+            .conns
+            .get(conn)
+            .is_some_and(|e| e.topics.contains(topic))
+    }
+
     /// How many channels a connection is subscribed to.
     pub fn channels_of(&self, conn: &ConnId) -> usize {
         self.read().conns.get(conn).map_or(0, |e| {

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     RateLimited,
     /// `refresh`: the token does not verify, or is for another user.
     BadToken,
+    /// The namespace's rules do not allow this connection to do that.
+    Forbidden,
     /// The broker (Redis) did not answer in time; nothing was published.
     BrokerUnavailable,
     /// A command this build does not offer yet (named in the message).

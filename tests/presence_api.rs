@@ -20,6 +20,7 @@ fn configure(s: &mut Settings) {
             options: NamespaceOptions {
                 presence: true,
                 join_leave: true,
+                ..Default::default()
             },
         },
         Namespace {
@@ -27,6 +28,7 @@ fn configure(s: &mut Settings) {
             options: NamespaceOptions {
                 presence: true,
                 join_leave: false,
+                ..Default::default()
             },
         },
     ];
