@@ -371,6 +371,11 @@ fn classify(e: &ProtocolError) -> Disconnect {
         ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
             Disconnect::MessageTooBig
         }
+        // actix-http reports reserved bits as InvalidData too; that is a
+        // framing error (1002), not bad text (1007).
+        ProtocolError::Io(io) if io.to_string().contains("reserved bits") => {
+            Disconnect::ProtocolError
+        }
         ProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
             Disconnect::InvalidPayload
         }
