@@ -236,8 +236,11 @@ async fn framing_sizes_and_fragmentation() {
     ws.expect_close(1000).await;
 }
 
+/// (FIN, RSV bits, opcode, payload, masked)
+type Frame = (bool, u8, u8, Vec<u8>, bool);
+
 /// One case per connection: send `frames`, expect a close with `code`.
-async fn closes_with(node: &TestNode, code: u16, frames: &[(bool, u8, u8, Vec<u8>, bool)]) {
+async fn closes_with(node: &TestNode, code: u16, frames: &[Frame]) {
     let mut ws = Raw::connect(node).await;
     for (fin, rsv, opcode, payload, masked) in frames {
         ws.send(*fin, *rsv, *opcode, payload, *masked).await;
@@ -252,7 +255,7 @@ async fn closes_with(node: &TestNode, code: u16, frames: &[(bool, u8, u8, Vec<u8
 async fn protocol_violations_close_with_the_right_code() {
     let node = node().await;
     let ping = ping_frame(1, 0);
-    let cases: Vec<(u16, Vec<(bool, u8, u8, Vec<u8>, bool)>)> = vec![
+    let cases: Vec<(u16, Vec<Frame>)> = vec![
         // 3.x: reserved bits without an extension that defines them.
         (1002, vec![(true, 0x40, TEXT, ping.clone(), true)]),
         (1002, vec![(true, 0x10, PING, b"x".to_vec(), true)]),
