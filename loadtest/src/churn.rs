@@ -29,9 +29,7 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
         "rate, concurrency and channels must be positive"
     );
     let t0 = Instant::now();
-    let started_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
+    let started_at_ms = crate::env::unix_ms();
     let counters = Arc::new(Counters::default());
     let latencies = Arc::new(Latencies::default());
     let errors = Arc::new(Mutex::new((0u64, Vec::<String>::new())));

@@ -128,9 +128,7 @@ pub async fn ramp(
 }
 
 pub async fn run(env: &Env, p: &ConnectParams) -> anyhow::Result<Summary> {
-    let started_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
+    let started_at_ms = crate::env::unix_ms();
     let workers = if p.workers > 0 {
         p.workers
     } else {

@@ -101,9 +101,7 @@ pub async fn run(env: &Env, p: &DirectParams) -> anyhow::Result<Summary> {
         "direct needs at least 2 users and a positive rate"
     );
     let t0 = Instant::now();
-    let started_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
+    let started_at_ms = crate::env::unix_ms();
     let shared = Arc::new(Shared {
         t0,
         latencies: Arc::new(Latencies::default()),

@@ -268,6 +268,13 @@ pub struct Stamp {
     pub t: u64,
 }
 
+/// Wall-clock milliseconds since the Unix epoch (the run's start stamp).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Microseconds since `t0`.
 pub fn micros_since(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
