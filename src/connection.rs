@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::auth::{Access, Identity};
 use crate::commands::{self, Caller};
 use crate::disconnect::Disconnect;
+use crate::frame_guard::GuardError;
 use crate::gateway::Gateway;
 use crate::hub::{Closer, ConnId, Member};
 use crate::metrics;
@@ -364,7 +365,15 @@ fn timed_out(gw: &Gateway) -> Exit {
 }
 
 /// Map a read error to the close the client gets.
-fn classify(e: &ProtocolError) -> Disconnect {
+pub(crate) fn classify(e: &ProtocolError) -> Disconnect {
+    if let ProtocolError::Io(io) = e {
+        match GuardError::find(io) {
+            Some(GuardError::TooLarge { .. }) => return Disconnect::MessageTooBig,
+            Some(GuardError::ControlTooLong(_)) => return Disconnect::ProtocolError,
+            Some(GuardError::CloseReasonNotUtf8) => return Disconnect::InvalidPayload,
+            None => {}
+        }
+    }
     match e {
         ProtocolError::Overflow => Disconnect::MessageTooBig,
         // actix-ws reports an oversized fragmented message as an I/O error.

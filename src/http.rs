@@ -9,13 +9,15 @@
 
 use std::sync::Arc;
 
+use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::auth::{Access, Identity};
 use crate::connection;
+use crate::frame_guard::Guarded;
 use crate::gateway::Gateway;
 use crate::protocol::check_user;
 
@@ -88,6 +90,7 @@ async fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) 
         // The registry being unreachable must not lock everyone out.
         Err(e) => tracing::warn!(error = %e.message, "connection limit not checked"),
     }
+    let body = guard_frames(req, body, gw.settings.max_message_bytes);
     let (response, session, stream) = match actix_ws::handle(req, body) {
         Ok(parts) => parts,
         Err(e) => return HttpResponse::from_error(e),
@@ -95,6 +98,20 @@ async fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) 
     let gw: Arc<Gateway> = gw.into_inner();
     actix_web::rt::spawn(connection::serve(gw, session, stream, identity));
     response
+}
+
+/// Put the frame-header guard in front of actix-ws's parser, so a frame
+/// declaring more than `limit` fails the connection before its payload is
+/// buffered (see `frame_guard`).
+fn guard_frames(req: &HttpRequest, body: web::Payload, limit: usize) -> web::Payload {
+    let mut payload: Payload = Payload::Stream {
+        payload: Box::pin(Guarded::new(body.into_inner(), limit)),
+    };
+    // `web::Payload` has no public constructor; its extractor takes the
+    // payload out of the one given and cannot fail.
+    web::Payload::from_request(req, &mut payload)
+        .into_inner()
+        .expect("the Payload extractor is infallible")
 }
 
 /// Who is connecting, or the status and reason to refuse with. A token

@@ -11,6 +11,7 @@
 //! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics`.
 //! * [`api`] — the server HTTP API under `/api` (API-key protected).
 //! * [`connection`] — one task per socket.
+//! * [`frame_guard`] — frame-header limits checked before actix-ws buffers a payload.
 //! * [`protocol`] — client commands and server frames (wire protocol v1).
 //! * [`gateway`] — the node's services: subscriptions, publish, presence, API operations.
 //! * [`commands`] — client commands executed against the gateway.
@@ -42,6 +43,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod disconnect;
+pub mod frame_guard;
 pub mod gateway;
 pub mod http;
 pub mod hub;

@@ -9,172 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, WAIT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CONT: u8 = 0x0;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-
-struct Raw {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Got {
-    Frame {
-        opcode: u8,
-        payload: Vec<u8>,
-    },
-    /// The server's close code (None: close without a code).
-    Close(Option<u16>),
-    /// The TCP connection ended without a close frame.
-    Eof,
-}
-
-impl Raw {
-    async fn connect(node: &TestNode) -> Raw {
-        let mut stream = TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
-        let request = "GET /ws?user=conformance HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Raw {
-            stream,
-            buf: Vec::new(),
-        };
-        let head_end = loop {
-            if let Some(i) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            raw.fill().await;
-        };
-        assert!(
-            raw.buf.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&raw.buf)
-        );
-        raw.buf.drain(..head_end);
-        // The welcome frame.
-        match raw.next().await {
-            Got::Frame {
-                opcode: TEXT,
-                payload,
-            } => assert!(payload.starts_with(br#"{"type":"welcome""#)),
-            other => panic!("no welcome: {other:?}"),
-        }
-        raw
-    }
-
-    async fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-            .await
-            .expect("server answered")
-            .unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
-    }
-
-    /// Send one frame: FIN bit, reserved bits (RSV1-3 as 0b0xxx_0000), opcode, masked or not.
-    async fn send(&mut self, fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) {
-        let mut frame = vec![(u8::from(fin) << 7) | rsv | opcode];
-        let mask_bit = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            n if n < 126 => frame.push(mask_bit | n as u8),
-            n if n < 65536 => {
-                frame.push(mask_bit | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(mask_bit | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        if masked {
-            let key = [0x37, 0xfa, 0x21, 0x3d];
-            frame.extend_from_slice(&key);
-            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            frame.extend_from_slice(payload);
-        }
-        // The server may already have closed; what it sent is still read.
-        let _ = self.stream.write_all(&frame).await;
-    }
-
-    async fn text(&mut self, payload: &[u8]) {
-        self.send(true, 0, TEXT, payload, true).await;
-    }
-
-    /// The next frame from the server (pings are reported, not answered).
-    async fn next(&mut self) -> Got {
-        loop {
-            if self.buf.len() >= 2 {
-                let opcode = self.buf[0] & 0x0f;
-                let (len, header) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => (
-                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
-                        10,
-                    ),
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                if len != usize::MAX && self.buf.len() >= header + len {
-                    let payload: Vec<u8> = self.buf[header..header + len].to_vec();
-                    self.buf.drain(..header + len);
-                    if opcode == CLOSE {
-                        let code = (payload.len() >= 2)
-                            .then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                        return Got::Close(code);
-                    }
-                    return Got::Frame { opcode, payload };
-                }
-            }
-            if self.fill().await == 0 {
-                return Got::Eof;
-            }
-        }
-    }
-
-    /// Skip server pings; return the first other frame.
-    async fn next_non_ping(&mut self) -> Got {
-        loop {
-            match self.next().await {
-                Got::Frame { opcode: PING, .. } => continue,
-                other => return other,
-            }
-        }
-    }
-
-    /// The server must answer a protocol ping command with a pong frame.
-    async fn expect_pong_reply(&mut self, id: u64) {
-        match self.next_non_ping().await {
-            Got::Frame {
-                opcode: TEXT,
-                payload,
-            } => {
-                let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-                assert_eq!(
-                    (v["type"].as_str(), v["id"].as_u64()),
-                    (Some("pong"), Some(id)),
-                    "{v}"
-                );
-            }
-            other => panic!("expected the pong reply, got {other:?}"),
-        }
-    }
-
-    async fn expect_close(&mut self, code: u16) {
-        assert_eq!(self.next_non_ping().await, Got::Close(Some(code)));
-    }
-}
+use common::raw::*;
+use common::TestNode;
 
 fn ping_frame(id: u64, pad: usize) -> Vec<u8> {
     format!(r#"{{"type":"ping","id":{id}}}{}"#, " ".repeat(pad)).into_bytes()
@@ -329,13 +165,19 @@ async fn close_frames_are_validated() {
     ] {
         closes_with(&node, 1002, &[(true, 0, CLOSE, payload, true)]).await;
     }
-    // 7.5: a close reason that is not UTF-8 fails the connection. RFC 6455
-    // suggests 1007; actix-http reports it like a bad close code, so the
-    // close is 1002 (documented deviation, docs/conformance.md).
+    // 7.5: a close reason that is not UTF-8 fails the connection with 1007
+    // (RFC 6455 §8.1), also when the bad bytes arrive one at a time.
     closes_with(
         &node,
-        1002,
+        1007,
         &[(true, 0, CLOSE, vec![0x03, 0xe8, 0xff, 0xfe], true)],
     )
     .await;
+    let mut ws = Raw::connect(&node).await;
+    ws.send_split(
+        CLOSE,
+        &[0x03, 0xe8, b'o', b'k', 0xce, 0xba, 0xed, 0xa0, 0x80],
+    )
+    .await;
+    ws.expect_close(1007).await;
 }

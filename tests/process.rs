@@ -5,81 +5,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::{NodeProcess, BIN};
 use common::{free_port, Client, Ended, WAIT};
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// A node process, killed on drop.
-struct NodeProcess {
-    child: Child,
-    port: u16,
-}
-
-impl NodeProcess {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
-        let port = free_port();
-        let mut cmd = Command::new(BIN);
-        cmd.env_clear()
-            .env("RUST_LOG", "info")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if !args.contains(&"--listen") && !env.iter().any(|(k, _)| *k == "SWITCHBOARD_LISTEN") {
-            cmd.args(["--listen", &format!("127.0.0.1:{port}")]);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        NodeProcess {
-            child: cmd.spawn().expect("spawn switchboard"),
-            port,
-        }
-    }
-
-    async fn wait_listening(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "node did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Run the binary to completion and return (exit code, stderr).
 fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {

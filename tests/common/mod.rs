@@ -3,6 +3,9 @@
 //! WebSocket clients.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod process;
+pub mod raw;
+
 use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

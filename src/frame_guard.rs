@@ -1,0 +1,370 @@
+//! A frame-header guard between the socket and actix-ws's frame parser.
+//!
+//! actix-http's parser only checks a frame's length once the whole frame
+//! has arrived, so a client that declares a 2^62-byte payload and keeps
+//! streaming makes the node buffer everything it sends. This guard reads
+//! each frame header as the bytes pass by and fails the connection the
+//! moment a header declares more than the limit — before any of that
+//! payload is buffered. The bytes themselves pass through untouched; the
+//! parser still does all the real decoding.
+//!
+//! It also checks the one thing the parser cannot report distinctly: a
+//! close frame whose reason is not UTF-8 must fail with 1007 (RFC 6455
+//! §8.1), while actix-http reports it like a bad close code (1002).
+//!
+//! A refusal is delivered one poll late (after a self-wake), so the frames
+//! that arrived before the bad one are still decoded and answered.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
+use futures_util::Stream;
+
+/// Largest payload of a control frame (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// Why the guard failed the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    #[error("a frame header declares {declared} bytes, over the limit of {limit}")]
+    TooLarge { declared: u64, limit: usize },
+    #[error("a control frame declares {0} bytes; at most 125 are allowed")]
+    ControlTooLong(u64),
+    #[error("a close frame's reason is not valid UTF-8")]
+    CloseReasonNotUtf8,
+}
+
+impl GuardError {
+    /// The guard's error inside a read error from actix-ws, if it is one.
+    /// (actix-ws wraps a payload error in `ProtocolError::Io`.)
+    pub fn find(e: &io::Error) -> Option<GuardError> {
+        let payload = e.get_ref()?.downcast_ref::<PayloadError>()?;
+        match payload {
+            PayloadError::Io(inner) => inner.get_ref()?.downcast_ref::<GuardError>().copied(),
+            _ => None,
+        }
+    }
+}
+
+/// Where the scanner is in the byte stream.
+#[derive(Debug)]
+enum State {
+    /// Collecting a frame header (up to 14 bytes).
+    Header { buf: [u8; 14], have: usize },
+    /// Passing a payload through without looking at it.
+    Skip { left: u64 },
+    /// Collecting a close frame's payload to check its reason.
+    Close {
+        mask: [u8; 4],
+        buf: [u8; MAX_CONTROL_PAYLOAD as usize],
+        have: usize,
+        len: usize,
+    },
+}
+
+/// The header of one frame, once complete.
+struct Header {
+    opcode: u8,
+    len: u64,
+    mask: [u8; 4],
+}
+
+/// How many header bytes a frame needs given its first two bytes, and the
+/// header once that many are present.
+fn parse_header(buf: &[u8]) -> Result<Header, usize> {
+    if buf.len() < 2 {
+        return Err(2);
+    }
+    let masked = buf[1] & 0x80 != 0;
+    let (ext, len7) = match buf[1] & 0x7f {
+        126 => (2, None),
+        127 => (8, None),
+        n => (0, Some(u64::from(n))),
+    };
+    let need = 2 + ext + if masked { 4 } else { 0 };
+    if buf.len() < need {
+        return Err(need);
+    }
+    let len = len7.unwrap_or_else(|| {
+        buf[2..2 + ext]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    });
+    let mut mask = [0; 4];
+    if masked {
+        mask.copy_from_slice(&buf[2 + ext..need]);
+    }
+    Ok(Header {
+        opcode: buf[0] & 0x0f,
+        len,
+        mask,
+    })
+}
+
+/// The frame-boundary scanner, separate from the stream plumbing so it can
+/// be tested on byte slices.
+#[derive(Debug)]
+pub struct Scanner {
+    limit: usize,
+    state: State,
+}
+
+impl Scanner {
+    pub fn new(limit: usize) -> Scanner {
+        Scanner {
+            limit,
+            state: State::Header {
+                buf: [0; 14],
+                have: 0,
+            },
+        }
+    }
+
+    /// Look at the next chunk. On a refusal, returns how many bytes of the
+    /// chunk precede the refused frame (they may still be passed on).
+    pub fn scan(&mut self, mut chunk: &[u8]) -> Result<(), (usize, GuardError)> {
+        let total = chunk.len();
+        // Start of the frame being read, within this chunk (0 if it began earlier).
+        let mut frame_start = 0;
+        while !chunk.is_empty() {
+            let at = total - chunk.len();
+            match &mut self.state {
+                State::Header { buf, have } => {
+                    if *have == 0 {
+                        frame_start = at;
+                    }
+                    // Take bytes one at a time until the header is complete:
+                    // headers are at most 14 bytes, so this is cheap.
+                    buf[*have] = chunk[0];
+                    *have += 1;
+                    chunk = &chunk[1..];
+                    let header = match parse_header(&buf[..*have]) {
+                        Ok(header) => header,
+                        Err(_) => continue,
+                    };
+                    self.state = self.after_header(&header).map_err(|e| (frame_start, e))?;
+                }
+                State::Skip { left } => {
+                    let n = (*left).min(chunk.len() as u64);
+                    *left -= n;
+                    chunk = &chunk[n as usize..];
+                    if *left == 0 {
+                        self.state = State::Header {
+                            buf: [0; 14],
+                            have: 0,
+                        };
+                    }
+                }
+                State::Close {
+                    mask,
+                    buf,
+                    have,
+                    len,
+                } => {
+                    let n = (*len - *have).min(chunk.len());
+                    for (i, b) in chunk[..n].iter().enumerate() {
+                        buf[*have + i] = b ^ mask[(*have + i) % 4];
+                    }
+                    *have += n;
+                    chunk = &chunk[n..];
+                    if *have == *len {
+                        if *len > 2 && std::str::from_utf8(&buf[2..*len]).is_err() {
+                            return Err((frame_start, GuardError::CloseReasonNotUtf8));
+                        }
+                        self.state = State::Header {
+                            buf: [0; 14],
+                            have: 0,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn after_header(&self, header: &Header) -> Result<State, GuardError> {
+        let control = header.opcode & 0x08 != 0;
+        if control && header.len > MAX_CONTROL_PAYLOAD {
+            return Err(GuardError::ControlTooLong(header.len));
+        }
+        if !control && header.len > self.limit as u64 {
+            return Err(GuardError::TooLarge {
+                declared: header.len,
+                limit: self.limit,
+            });
+        }
+        Ok(match (header.opcode, header.len) {
+            (_, 0) => State::Header {
+                buf: [0; 14],
+                have: 0,
+            },
+            (0x8, len) => State::Close {
+                mask: header.mask,
+                buf: [0; MAX_CONTROL_PAYLOAD as usize],
+                have: 0,
+                len: len as usize,
+            },
+            (_, left) => State::Skip { left },
+        })
+    }
+}
+
+/// The request body of an upgraded connection, scanned by a [`Scanner`].
+pub struct Guarded {
+    inner: Payload,
+    scanner: Scanner,
+    /// A refusal waiting for the bytes before it to be decoded.
+    refused: Option<GuardError>,
+    /// The refusal has waited one poll.
+    waited: bool,
+}
+
+impl Guarded {
+    pub fn new(inner: Payload, limit: usize) -> Guarded {
+        Guarded {
+            inner,
+            scanner: Scanner::new(limit),
+            refused: None,
+            waited: false,
+        }
+    }
+}
+
+impl Stream for Guarded {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(error) = this.refused {
+            if !this.waited {
+                // Let the reader decode what came before the refused frame.
+                this.waited = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let io = io::Error::new(io::ErrorKind::InvalidData, error);
+            return Poll::Ready(Some(Err(PayloadError::Io(io))));
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => match this.scanner.scan(&chunk) {
+                Ok(()) => Poll::Ready(Some(Ok(chunk))),
+                Err((before, error)) => {
+                    this.refused = Some(error);
+                    if before > 0 {
+                        Poll::Ready(Some(Ok(chunk.slice(..before))))
+                    } else {
+                        Pin::new(this).poll_next(cx)
+                    }
+                }
+            },
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame with the given opcode and payload.
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut out = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn header_declaring(len: u64) -> Vec<u8> {
+        let mut out = vec![0x81, 0x80 | 127];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out
+    }
+
+    #[test]
+    fn frames_within_the_limit_pass_in_any_split() {
+        let mut bytes = frame(0x1, b"hello");
+        bytes.extend(frame(0x2, &[7; 300]));
+        bytes.extend(frame(0x9, b"ping"));
+        bytes.extend(frame(0x8, b"\x03\xe8bye"));
+        bytes.extend(frame(0x1, &[b'a'; 70_000]));
+        for split in [1, 2, 3, 7, 13, 64, 4096, bytes.len()] {
+            let mut scanner = Scanner::new(70_000);
+            for chunk in bytes.chunks(split) {
+                assert_eq!(scanner.scan(chunk), Ok(()), "split {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_oversize_header_is_refused_before_its_payload() {
+        let mut bytes = frame(0x1, b"first");
+        let start = bytes.len();
+        bytes.extend(header_declaring(1 << 62));
+        let mut scanner = Scanner::new(65_536);
+        let refused = GuardError::TooLarge {
+            declared: 1 << 62,
+            limit: 65_536,
+        };
+        assert_eq!(scanner.scan(&bytes), Err((start, refused)));
+
+        // Split inside the header: the refusal comes with its last byte.
+        let mut scanner = Scanner::new(65_536);
+        assert_eq!(scanner.scan(&bytes[..start + 5]), Ok(()));
+        assert_eq!(scanner.scan(&bytes[start + 5..]), Err((0, refused)));
+    }
+
+    #[test]
+    fn limits_by_kind() {
+        let mut scanner = Scanner::new(10);
+        assert_eq!(
+            scanner.scan(&frame(0x1, &[b'a'; 11])),
+            Err((
+                0,
+                GuardError::TooLarge {
+                    declared: 11,
+                    limit: 10
+                }
+            ))
+        );
+        let mut scanner = Scanner::new(1 << 20);
+        assert_eq!(
+            scanner.scan(&frame(0x9, &[0; 126])),
+            Err((0, GuardError::ControlTooLong(126)))
+        );
+    }
+
+    #[test]
+    fn close_reasons_must_be_utf8() {
+        let mut scanner = Scanner::new(1024);
+        assert_eq!(scanner.scan(&frame(0x8, b"\x03\xe8ok \xce\xba")), Ok(()));
+        let bad = frame(
+            0x8,
+            b"\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80",
+        );
+        for split in [1, 3, bad.len()] {
+            let mut scanner = Scanner::new(1024);
+            let result: Result<Vec<()>, _> = bad.chunks(split).map(|c| scanner.scan(c)).collect();
+            assert!(
+                matches!(result, Err((_, GuardError::CloseReasonNotUtf8))),
+                "split {split}: {result:?}"
+            );
+        }
+    }
+}
