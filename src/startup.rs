@@ -102,6 +102,10 @@ impl Application {
         .disable_signals()
         // Our drain has already closed the sockets by the time actix stops.
         .shutdown_timeout(1)
+        // No lingering read after a response: once a WebSocket's close
+        // handshake is done the client waits for us to close TCP (RFC 6455
+        // §7.1.1), and actix's default 1 s linger kept it waiting.
+        .client_disconnect_timeout(Duration::ZERO)
         .listen(listener)
         .map_err(StartupError::Server)?
         .run();

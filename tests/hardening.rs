@@ -3,8 +3,11 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::process::NodeProcess;
-use common::raw::{Got, Raw, TEXT};
+use common::raw::{Got, Raw, CLOSE, TEXT};
+use common::TestNode;
 
 /// Resident memory of a process, in bytes.
 fn rss(pid: u32) -> u64 {
@@ -37,5 +40,23 @@ async fn a_huge_declared_frame_closes_with_1009_without_buffering() {
     assert!(
         growth < 8 << 20,
         "the node grew by {growth} bytes while {sent} bytes of the frame were streamed"
+    );
+}
+
+/// After a client-initiated close the node echoes it and closes TCP at
+/// once (RFC 6455 §7.1.1), instead of lingering for actix's 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_closes_tcp_right_after_echoing_a_close() {
+    let node = TestNode::memory(|_| {}).await;
+    let mut ws = Raw::connect(&node).await;
+    ws.send(true, 0, CLOSE, &1000u16.to_be_bytes(), true).await;
+    ws.expect_close(1000).await;
+    let echoed = Instant::now();
+    assert_eq!(ws.next().await, Got::Eof);
+    // The old linger was 1 s; a prompt close takes a few ms.
+    let waited = echoed.elapsed();
+    assert!(
+        waited < Duration::from_millis(600),
+        "TCP closed {waited:?} after the echo"
     );
 }

@@ -147,7 +147,7 @@ impl Raw {
         // A server that closes but neither reads nor drops the socket would
         // block the writes forever: bound the whole exchange.
         let deadline = tokio::time::Instant::now() + WAIT;
-        while writing || got.is_none() {
+        loop {
             while got.is_none() {
                 match take_frame(&mut self.buf) {
                     Some(Got::Frame { opcode: PING, .. }) => continue,
@@ -156,6 +156,9 @@ impl Raw {
                         break;
                     }
                 }
+            }
+            if !writing && got.is_some() {
+                break;
             }
             tokio::select! {
                 written = wr.write_all(&chunk), if writing => match written {
