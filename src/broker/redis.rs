@@ -175,7 +175,16 @@ impl RedisBroker {
         .map(drop)
     }
 
+    /// A pooled connection for a publishing command. Refused while this
+    /// node's subscriber connection is down or still resubscribing: Redis
+    /// would accept the PUBLISH (the pool reconnects first) and deliver it to
+    /// nobody here, and the client would hold an `ok` for a lost message.
     async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
+        if !self.is_healthy() {
+            return Err(BrokerError::Unavailable(
+                "the subscriber connection to Redis is not (yet) resubscribed".into(),
+            ));
+        }
         self.pool
             .get()
             .await
