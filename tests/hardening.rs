@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::process::NodeProcess;
 use common::raw::{Got, Raw, CLOSE, TEXT};
-use common::{RedisServer, TestNode, WAIT};
-use serde_json::json;
+use common::{Client, RedisServer, TestNode, WAIT};
+use serde_json::{json, Value};
+use switchboard::config::Settings;
 
 /// Resident memory of a process, in bytes.
 fn rss(pid: u32) -> u64 {
@@ -114,4 +115,48 @@ async fn publishes_right_after_a_redis_restart_are_refused_or_delivered() {
         got.windows(2).all(|w| w[0] < w[1]),
         "duplicates or reordering: {got:?}"
     );
+}
+
+/// Read messages until the one carrying `marker`.
+async fn until_marker(client: &mut Client, kind: &str, marker: &Value) {
+    loop {
+        if client.expect(kind).await["data"] == *marker {
+            return;
+        }
+    }
+}
+
+/// A `subscribe` reply means delivery is live, also when the channel's
+/// last local subscriber has just left and its Redis subscription is being
+/// torn down (unsubscribe_delay 0 makes that happen every time); the same
+/// for a user's direct inbox when the user reconnects at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribing_while_the_redis_subscription_is_torn_down_is_live_at_the_reply() {
+    let redis = RedisServer::start().await;
+    let zero_delay = |s: &mut Settings| s.unsubscribe_delay = Duration::ZERO;
+    let a = TestNode::redis(&redis, "node-a", zero_delay).await;
+    let b = TestNode::redis(&redis, "node-b", zero_delay).await;
+    let mut sub = a.connect("sub").await;
+    let mut publisher = b.connect("pub").await;
+    sub.subscribe("jobs").await;
+    for trial in 0..100 {
+        sub.ok(json!({"type": "unsubscribe", "channel": "jobs"}))
+            .await;
+        sub.subscribe("jobs").await;
+        // Published after the reply: it must arrive.
+        let marker = json!(format!("after-ok-{trial}"));
+        publisher.publish("jobs", marker.clone()).await;
+        until_marker(&mut sub, "message", &marker).await;
+    }
+    for trial in 0..50 {
+        a.connect("dee").await.close().await;
+        // The welcome comes after the inbox is subscribed.
+        let mut dee = a.connect("dee").await;
+        let marker = json!(format!("direct-{trial}"));
+        publisher
+            .ok(json!({"type": "send", "user": "dee", "data": marker}))
+            .await;
+        until_marker(&mut dee, "direct", &marker).await;
+        dee.close().await;
+    }
 }

@@ -78,6 +78,9 @@ struct TopicState {
     wanted: bool,
     /// Confirmed by Redis on the current subscriber connection.
     active: bool,
+    /// An UNSUBSCRIBE is on its way: `active` will not last, so a new
+    /// `subscribe()` must wait for the SUBSCRIBE that follows it.
+    unsubscribing: bool,
     /// `subscribe()` calls waiting for `active`.
     waiters: Vec<oneshot::Sender<()>>,
 }
@@ -270,7 +273,7 @@ impl Broker for RedisBroker {
                 let mut topics = self.subs.lock();
                 let state = topics.entry(name).or_default();
                 state.wanted = true;
-                if state.active {
+                if state.active && !state.unsubscribing {
                     return Ok(());
                 }
                 let (tx, rx) = oneshot::channel();
@@ -367,6 +370,7 @@ async fn subscriber_loop(
         // A new connection has no subscriptions: everything wanted is pending again.
         subs.lock().retain(|_, state| {
             state.active = false;
+            state.unsubscribing = false;
             state.wanted || !state.waiters.is_empty()
         });
         let (sink, stream) = pubsub.split();
@@ -435,16 +439,19 @@ async fn reconcile_loop(
         changed.as_mut().enable();
 
         let (to_sub, to_unsub): (Vec<String>, Vec<String>) = {
-            let topics = subs.lock();
+            let mut topics = subs.lock();
             let to_sub = topics
                 .iter()
                 .filter(|(_, s)| s.wanted && !s.active)
                 .map(|(n, _)| n.clone())
                 .collect();
             let to_unsub = topics
-                .iter()
+                .iter_mut()
                 .filter(|(_, s)| !s.wanted && s.active)
-                .map(|(n, _)| n.clone())
+                .map(|(n, s)| {
+                    s.unsubscribing = true;
+                    n.clone()
+                })
                 .collect();
             (to_sub, to_unsub)
         };
@@ -473,10 +480,12 @@ async fn reconcile_loop(
             }
             let mut topics = subs.lock();
             for name in batch {
-                if let Some(state) = topics.get(name) {
+                if let Some(state) = topics.get_mut(name) {
                     if state.wanted {
-                        // Wanted again meanwhile: the next round resubscribes.
-                        topics.get_mut(name).expect("just found").active = false;
+                        // Wanted again meanwhile: the next round resubscribes,
+                        // and its waiters are answered only then.
+                        state.active = false;
+                        state.unsubscribing = false;
                     } else {
                         topics.remove(name);
                     }
