@@ -71,11 +71,13 @@ pub async fn serve(
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
+    let outbox = Arc::new(Outbox::new(gw.settings.outbox_capacity));
     Connection {
         gw,
         conn,
         user,
         session,
+        outbox,
         closer: Arc::new(Closer::default()),
         last_seen: Instant::now(),
         opened: std::time::SystemTime::now(),
@@ -93,6 +95,8 @@ struct Connection {
     conn: ConnId,
     user: Arc<str>,
     session: Session,
+    /// Deliveries queued by the hub; replies wait behind them (see `reply`).
+    outbox: Arc<Outbox>,
     closer: Arc<Closer>,
     last_seen: Instant,
     opened: std::time::SystemTime,
@@ -114,7 +118,7 @@ fn deadline_of(at: std::time::SystemTime) -> Instant {
 impl Connection {
     async fn run(mut self, mut stream: AggregatedMessageStream) {
         let gw = self.gw.clone();
-        let outbox = Arc::new(Outbox::new(gw.settings.outbox_capacity));
+        let outbox = self.outbox.clone();
         let member = Member {
             outbox: outbox.clone(),
             closer: self.closer.clone(),
@@ -274,6 +278,16 @@ impl Connection {
         Ok(())
     }
 
+    /// Send a reply after every delivery already queued: a reply never
+    /// overtakes a message the hub queued before the command ran, so no
+    /// message of a channel arrives after its `unsubscribe` reply.
+    async fn reply(&mut self, frame: String) -> Result<(), Exit> {
+        while let Some(queued) = self.outbox.try_recv() {
+            self.write(queued).await?;
+        }
+        self.write(frame.into()).await
+    }
+
     /// Send a frame, unless the connection is told to close or the client
     /// has been silent past the heartbeat timeout while we wait.
     async fn write(&mut self, frame: ByteString) -> Result<(), Exit> {
@@ -315,7 +329,7 @@ impl Connection {
             AggregatedMessage::Text(text) => {
                 metrics::inc(&self.gw.metrics.frames_in);
                 if let Some(refused) = self.over_budget(protocol::peek_id(&text))? {
-                    return self.write(refused.into()).await;
+                    return self.reply(refused).await;
                 }
                 let reply = match protocol::decode(&text) {
                     Ok(Request {
@@ -335,20 +349,19 @@ impl Connection {
                         ServerFrame::failure(e.id, e.error).encode()
                     }
                 };
-                self.write(reply.into()).await
+                self.reply(reply).await
             }
             AggregatedMessage::Binary(_) => {
                 metrics::inc(&self.gw.metrics.frames_in);
                 if let Some(refused) = self.over_budget(None)? {
-                    return self.write(refused.into()).await;
+                    return self.reply(refused).await;
                 }
                 metrics::inc(&self.gw.metrics.bad_frames);
                 let error = ErrorBody::new(
                     ErrorCode::BadFrame,
                     "binary frames are not supported; send JSON text frames",
                 );
-                self.write(ServerFrame::Error { error }.encode().into())
-                    .await
+                self.reply(ServerFrame::Error { error }.encode()).await
             }
             AggregatedMessage::Ping(payload) => {
                 self.session.pong(&payload).await.map_err(|_| Exit::Gone)

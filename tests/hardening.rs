@@ -160,3 +160,54 @@ async fn resubscribing_while_the_redis_subscription_is_torn_down_is_live_at_the_
         dee.close().await;
     }
 }
+
+/// No message of a channel arrives after its `unsubscribe` reply, even
+/// with a publisher every 0.5 ms: replies wait behind queued deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_delivery_follows_the_unsubscribe_reply() {
+    let node = TestNode::memory(|_| {}).await;
+    let mut sub = node.connect("sub").await;
+    let mut publisher = node.connect("pub").await;
+    let mut marker_publisher = node.connect("marker").await;
+    sub.subscribe("markers").await;
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let flood = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_micros(500));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                // Read the replies so the publisher's socket never fills.
+                _ = publisher.next_frame() => {}
+                _ = tick.tick() => {
+                    publisher
+                        .send_json(&json!({"type": "publish", "channel": "jobs", "data": "x"}))
+                        .await;
+                }
+            }
+        }
+    });
+    for trial in 0..100 {
+        sub.subscribe("jobs").await;
+        // Wait until deliveries are flowing, then unsubscribe mid-stream.
+        until_marker(&mut sub, "message", &json!("x")).await;
+        sub.ok(json!({"type": "unsubscribe", "channel": "jobs"}))
+            .await;
+        sub.take_pending(); // deliveries before the reply are fine
+                            // Anything queued before the reply came before it; the marker is
+                            // queued after any late delivery, so it ends the window.
+        let marker = json!(format!("end-{trial}"));
+        marker_publisher.publish("markers", marker.clone()).await;
+        loop {
+            let m = sub.expect("message").await;
+            assert_eq!(
+                m["channel"], "markers",
+                "trial {trial}: {m} after the unsubscribe reply"
+            );
+            if m["data"] == marker {
+                break;
+            }
+        }
+    }
+    let _ = stop.send(());
+    flood.await.unwrap();
+}

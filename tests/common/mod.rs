@@ -386,6 +386,11 @@ impl Client {
         }
     }
 
+    /// Frames that arrived before the last reply and were set aside.
+    pub fn take_pending(&mut self) -> Vec<Value> {
+        self.pending.drain(..).collect()
+    }
+
     pub async fn ok(&mut self, frame: Value) -> Value {
         let reply = self.request(frame.clone()).await;
         assert_eq!(reply["ok"], true, "{frame} -> {reply}");
