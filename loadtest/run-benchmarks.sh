@@ -9,6 +9,7 @@
 #   loadtest/run-benchmarks.sh                # every section, in order
 #   loadtest/run-benchmarks.sh fanout churn   # only these sections
 #   loadtest/run-benchmarks.sh --list         # the sections
+# Environment: OUT (default bench-out), LT (the harness binary), OTLP_PORT.
 #
 # Sections (each is named next to its table in docs/benchmarks.md):
 #   connections  table "Connections"      5 connect runs (24k, 32k, 7000/s, 8500/s, 10000/s)
@@ -20,11 +21,14 @@
 # The "Targets" table has no run of its own: it quotes the tables above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LT=target/release/switchboard-loadtest
+# The harness (the switchboard binary next to it is what --cluster starts).
+LT=${LT:-target/release/switchboard-loadtest}
 OUT=${OUT:-bench-out}
 # Port of the counting OTLP sink in the tracing section.
 OTLP_PORT=${OTLP_PORT:-4318}
 SECTIONS=(connections fanout direct churn tracing)
+# Runs are untraced unless the tracing section sets these (the nodes inherit them).
+unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG OTEL_SDK_DISABLED
 
 run() { name=$1; shift; echo "== $name: $*"; "$LT" "$@" --cluster 2 --quiet --out "$OUT/$name" | sed 's/^/   /'; }
 
