@@ -1,21 +1,123 @@
 #!/usr/bin/env bash
-# The runs behind docs/benchmarks.md: each starts its own redis-server and
-# two switchboard nodes (one worker each) on this machine, runs one
-# scenario, and writes bench-out/<name>/{summary.json,report.html}.
-#   cargo build --release --workspace && loadtest/run-benchmarks.sh
+# The runs behind docs/benchmarks.md. Each run starts its own redis-server
+# and two switchboard nodes (one worker each) on this machine (--cluster 2),
+# runs one scenario, stops them, and writes
+# $OUT/<run>/{summary.json,report.html}; the figures of each table are in
+# the printed headline lines and in summary.json.
+#
+#   cargo build --release --workspace
+#   loadtest/run-benchmarks.sh                # every section, in order
+#   loadtest/run-benchmarks.sh fanout churn   # only these sections
+#   loadtest/run-benchmarks.sh --list         # the sections
+# Environment: OUT (default bench-out), LT (the harness binary), OTLP_PORT.
+#
+# Sections (each is named next to its table in docs/benchmarks.md):
+#   connections  table "Connections"      5 connect runs (24k, 32k, 7000/s, 8500/s, 10000/s)
+#   fanout       table "Cross-node fanout" 6 fanout runs, R = 250 ... 1250
+#   direct       table "Direct messages"  1 direct run
+#   churn        table "Churn"            1 churn run
+#   tracing      table "Tracing overhead" fanout R = 500 with tracing off (twice),
+#                1 % and 100 % sampled, exporting to `switchboard-loadtest otlp-sink`
+# The "Targets" table has no run of its own: it quotes the tables above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LT=target/release/switchboard-loadtest
+# The harness (the switchboard binary next to it is what --cluster starts).
+LT=${LT:-target/release/switchboard-loadtest}
 OUT=${OUT:-bench-out}
+# Port of the counting OTLP sink in the tracing section.
+OTLP_PORT=${OTLP_PORT:-4318}
+SECTIONS=(connections fanout direct churn tracing)
+# Runs are untraced unless the tracing section sets these (the nodes inherit them).
+unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG OTEL_SDK_DISABLED
+
 run() { name=$1; shift; echo "== $name: $*"; "$LT" "$@" --cluster 2 --quiet --out "$OUT/$name" | sed 's/^/   /'; }
 
-# Idle memory per connection and connect rate at 24k connections.
-run connect-24k connect --connections 24000 --rate 5000 --hold 2
-run connect-rate connect --connections 20000 --rate 10000 --hold 1
+# Handshake latency, connect rate and idle memory per connection. The 32k
+# run needs more than one source address's ~28k ephemeral ports: the
+# harness splits it over 3 worker processes (one per 15 000 connections),
+# each binding its own loopback address (127.0.0.1, .2, .3).
+section_connections() {
+  local nofile
+  nofile=$(ulimit -n)
+  if [ "$nofile" != unlimited ] && [ "$nofile" -lt 20000 ]; then
+    echo "warning: ulimit -n is $nofile; the 24k and 32k runs need about 20 000 open files per process" >&2
+  fi
+  run connect-24k connect --connections 24000 --rate 5000 --hold 2
+  run connect-32k connect --connections 32000 --rate 5000 --hold 1
+  run connect-rate-7000 connect --connections 20000 --rate 7000 --hold 1
+  run connect-rate-8500 connect --connections 20000 --rate 8500 --hold 1
+  run connect-rate-10000 connect --connections 20000 --rate 10000 --hold 1
+}
+
 # Cross-node fanout: 2000 subscribers on 10 channels (200 per channel, 1000
 # per node), 4 publishers; deliveries/s = rate x 200.
-for rate in 250 500 625 750 1000 1250; do
-  run "fanout-$rate" fanout --connections 2000 --channels 10 --publishers 4 --rate "$rate" --duration 10
+section_fanout() {
+  local rate
+  for rate in 250 500 625 750 1000 1250; do
+    run "fanout-$rate" fanout --connections 2000 --channels 10 --publishers 4 --rate "$rate" --duration 10
+  done
+}
+
+section_direct() {
+  run direct-5k direct --users 2000 --rate 5000 --duration 10
+}
+
+section_churn() {
+  run churn-300 churn --rate 300 --concurrency 50 --duration 10
+}
+
+# Tracing overhead: the fanout run at R = 500 with tracing off (twice), 1 %
+# and 100 % sampled. The nodes started by --cluster inherit the OTEL_*
+# variables and export to a counting OTLP/HTTP sink. Node CPU per delivery
+# is the "µs per delivery" of each run's headline.
+section_tracing() {
+  local fanout=(fanout --connections 2000 --channels 10 --publishers 4 --rate 500 --duration 10)
+  "$LT" otlp-sink --port "$OTLP_PORT" &
+  SINK_PID=$!
+  local tries=0
+  until (exec 3<>"/dev/tcp/127.0.0.1/$OTLP_PORT") 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 100 ]; then echo "otlp-sink did not listen on port $OTLP_PORT" >&2; return 1; fi
+    sleep 0.1
+  done
+  run tracing-off-1 "${fanout[@]}"
+  run tracing-off-2 "${fanout[@]}"
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" \
+    OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 \
+    run tracing-1pct "${fanout[@]}"
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" OTEL_TRACES_SAMPLER=always_on \
+    run tracing-100pct "${fanout[@]}"
+  stop_sink
+}
+
+# The sink started by the tracing section, stopped however the script ends.
+SINK_PID=
+stop_sink() {
+  if [ -n "$SINK_PID" ]; then
+    kill "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=
+  fi
+}
+trap stop_sink EXIT
+
+if [ "${1:-}" = --list ] || [ "${1:-}" = -l ]; then
+  printf '%s\n' "${SECTIONS[@]}"
+  exit 0
+fi
+chosen=("$@")
+if [ ${#chosen[@]} -eq 0 ]; then chosen=("${SECTIONS[@]}"); fi
+for s in "${chosen[@]}"; do
+  if ! declare -F "section_$s" >/dev/null; then
+    echo "unknown section '$s'; sections: ${SECTIONS[*]}" >&2
+    exit 2
+  fi
 done
-run direct-5k direct --users 2000 --rate 5000 --duration 10
-run churn-300 churn --rate 300 --concurrency 50 --duration 10
+if [ ! -x "$LT" ]; then
+  echo "$LT not found: run cargo build --release --workspace first" >&2
+  exit 2
+fi
+for s in "${chosen[@]}"; do
+  echo "### section $s"
+  "section_$s"
+done
