@@ -182,6 +182,12 @@ impl Connection {
         let mut armed_for = self.token_expires;
         let expiry = tokio::time::sleep_until(armed_for.unwrap_or(far));
         tokio::pin!(expiry);
+        // The heartbeat deadline as a timer of its own, so a silent client is
+        // closed at `heartbeat_timeout`, not at the next ping after it. It is
+        // re-armed lazily when it fires: frames move the deadline, and
+        // resetting a timer per frame would cost more than an early wake-up.
+        let silence = tokio::time::sleep_until(self.heartbeat_deadline());
+        tokio::pin!(silence);
         loop {
             if self.token_expires != armed_for {
                 armed_for = self.token_expires;
@@ -196,6 +202,15 @@ impl Connection {
                 },
                 msg = stream.recv() => self.on_message(msg).await,
                 _ = ticker.tick() => self.on_tick().await,
+                () = &mut silence => {
+                    let deadline = self.heartbeat_deadline();
+                    if Instant::now() >= deadline {
+                        Err(timed_out(&self.gw))
+                    } else {
+                        silence.as_mut().reset(deadline);
+                        Ok(())
+                    }
+                }
             };
             if let Err(exit) = step {
                 return exit;
@@ -292,27 +307,15 @@ impl Connection {
     /// has been silent past the heartbeat timeout while we wait.
     async fn write(&mut self, frame: ByteString) -> Result<(), Exit> {
         let deadline = self.heartbeat_deadline();
-        let (gw, closer) = (self.gw.clone(), self.closer.clone());
-        let send = self.session.text(frame);
-        tokio::pin!(send);
-        // Fast path: the session's queue has room (the usual case), so no
-        // timer and no close-signal waiter are set up for this frame.
-        let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
-        if let Poll::Ready(sent) = first {
-            return sent.map_err(|_| Exit::Gone);
-        }
-        tokio::select! {
-            sent = send => sent.map_err(|_| Exit::Gone),
-            reason = closer.closed() => Err(Exit::Server(reason)),
-            () = tokio::time::sleep_until(deadline) => Err(timed_out(&gw)),
-        }
+        guarded(self.session.text(frame), deadline, &self.closer, &self.gw).await
     }
 
     async fn on_tick(&mut self) -> Result<(), Exit> {
-        if Instant::now() >= self.heartbeat_deadline() {
+        let deadline = self.heartbeat_deadline();
+        if Instant::now() >= deadline {
             return Err(timed_out(&self.gw));
         }
-        self.session.ping(b"").await.map_err(|_| Exit::Gone)
+        guarded(self.session.ping(b""), deadline, &self.closer, &self.gw).await
     }
 
     async fn on_message(
@@ -364,11 +367,41 @@ impl Connection {
                 self.reply(ServerFrame::Error { error }.encode()).await
             }
             AggregatedMessage::Ping(payload) => {
-                self.session.pong(&payload).await.map_err(|_| Exit::Gone)
+                let deadline = self.heartbeat_deadline();
+                guarded(
+                    self.session.pong(&payload),
+                    deadline,
+                    &self.closer,
+                    &self.gw,
+                )
+                .await
             }
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(reason) => Err(Exit::Client(reason)),
         }
+    }
+}
+
+/// Send through the session (text, ping or pong) unless the connection is
+/// told to close or the heartbeat deadline passes while the session's queue
+/// is full: a client that stops reading cannot park its task.
+async fn guarded(
+    send: impl Future<Output = Result<(), actix_ws::Closed>>,
+    deadline: Instant,
+    closer: &Closer,
+    gw: &Gateway,
+) -> Result<(), Exit> {
+    tokio::pin!(send);
+    // Fast path: the session's queue has room (the usual case), so no
+    // timer and no close-signal waiter are set up for this frame.
+    let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+    if let Poll::Ready(sent) = first {
+        return sent.map_err(|_| Exit::Gone);
+    }
+    tokio::select! {
+        sent = send => sent.map_err(|_| Exit::Gone),
+        reason = closer.closed() => Err(Exit::Server(reason)),
+        () = tokio::time::sleep_until(deadline) => Err(timed_out(gw)),
     }
 }
 

@@ -211,3 +211,27 @@ async fn no_delivery_follows_the_unsubscribe_reply() {
     let _ = stop.send(());
     flood.await.unwrap();
 }
+
+/// A silent client is closed at `heartbeat_timeout`, not at the first
+/// ping after it: with pings every 2 s and a 2.2 s timeout the close comes
+/// at about 2.2 s (it came at 4 s, the second tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_at_the_heartbeat_timeout() {
+    let node = TestNode::memory(|s| {
+        s.heartbeat_interval = Duration::from_millis(2000);
+        s.heartbeat_timeout = Duration::from_millis(2200);
+    })
+    .await;
+    let connected = Instant::now();
+    let mut ws = Raw::connect(&node).await;
+    // The raw client answers nothing, not even pings.
+    let got = tokio::time::timeout(WAIT, ws.next_non_ping())
+        .await
+        .expect("closed in time");
+    let after = connected.elapsed();
+    assert_eq!(got, Got::Close(Some(3003)));
+    assert!(
+        after >= Duration::from_millis(2200) && after < Duration::from_millis(3200),
+        "closed after {after:?}"
+    );
+}
