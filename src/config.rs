@@ -132,6 +132,10 @@ pub struct Cli {
     /// Key for the server HTTP API (`Authorization: apikey KEY`); unset disables the API.
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Serve `GET /echo`, a WebSocket that echoes every message, for
+    /// conformance testing only (default: false).
+    #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT")]
+    pub echo_endpoint: Option<bool>,
 }
 
 /// The TOML file: the same names as the flags, plus namespaces.
@@ -167,6 +171,7 @@ pub struct FileSettings {
     pub jwt_jwks_file: Option<PathBuf>,
     pub jwt_audience: Option<String>,
     pub jwt_issuer: Option<String>,
+    pub echo_endpoint: Option<bool>,
     /// Options of channels without a namespace.
     #[serde(default)]
     pub default_namespace: NamespaceOptions,
@@ -278,6 +283,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// How client tokens are verified; None: no token authentication.
     pub jwt: Option<JwtSettings>,
+    /// Serve the echo WebSocket on `/echo` (conformance testing only).
+    pub echo_endpoint: bool,
     pub default_namespace: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
 }
@@ -591,6 +598,7 @@ impl Settings {
             max_messages_per_second,
             allowed_origins,
             jwt,
+            echo_endpoint: cli.echo_endpoint.or(file.echo_endpoint).unwrap_or(false),
             default_namespace: file.default_namespace,
             namespaces,
         })
@@ -724,6 +732,21 @@ mod tests {
             let err = Settings::resolve(cli(args), FileSettings::default()).unwrap_err();
             assert!(err.to_string().contains(name), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn echo_endpoint_is_off_unless_asked_for() {
+        let off = Settings::resolve(Cli::default(), FileSettings::default()).unwrap();
+        assert!(!off.echo_endpoint);
+        let file: FileSettings = toml::from_str("echo_endpoint = true\n").unwrap();
+        assert!(
+            Settings::resolve(Cli::default(), file)
+                .unwrap()
+                .echo_endpoint
+        );
+        let flag = cli(&["--echo-endpoint", "true"]);
+        let file: FileSettings = toml::from_str("echo_endpoint = false\n").unwrap();
+        assert!(Settings::resolve(flag, file).unwrap().echo_endpoint);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::telemetry;
 const WRITE_BATCH: usize = 32;
 
 /// How long a close handshake may take before the socket is simply dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the loop ended.
 enum Exit {
@@ -66,11 +66,7 @@ pub async fn serve(
     // lifecycle span is made at close by `telemetry::connection_ended`.)
     let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
     let max_rate = gw.settings.max_messages_per_second;
-    let max = gw.settings.max_message_bytes;
-    let stream = stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max);
+    let stream = limited(stream, gw.settings.max_message_bytes);
     let outbox = Arc::new(Outbox::new(gw.settings.outbox_capacity));
     Connection {
         gw,
@@ -410,12 +406,24 @@ fn timed_out(gw: &Gateway) -> Exit {
     Exit::Server(Disconnect::HeartbeatTimeout)
 }
 
+/// The client's frames, whole messages of at most `max` bytes, in one
+/// frame or fragmented; larger ones end the stream with an error that
+/// `classify` turns into 1009.
+pub(crate) fn limited(stream: actix_ws::MessageStream, max: usize) -> AggregatedMessageStream {
+    stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max)
+}
+
 /// Map a read error to the close the client gets.
 pub(crate) fn classify(e: &ProtocolError) -> Disconnect {
     if let ProtocolError::Io(io) = e {
         match GuardError::find(io) {
             Some(GuardError::TooLarge { .. }) => return Disconnect::MessageTooBig,
-            Some(GuardError::ControlTooLong(_)) => return Disconnect::ProtocolError,
+            Some(
+                GuardError::ControlTooLong(_) | GuardError::Reserved | GuardError::BadFragment,
+            ) => return Disconnect::ProtocolError,
             Some(GuardError::CloseReasonNotUtf8) => return Disconnect::InvalidPayload,
             None => {}
         }

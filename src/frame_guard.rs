@@ -8,7 +8,8 @@
 //! payload is buffered. The bytes themselves pass through untouched; the
 //! parser still does all the real decoding.
 //!
-//! It also checks the one thing the parser cannot report distinctly: a
+//! It also fails reserved bits and opcodes itself (so that the good frames
+//! read in the same chunk are still answered), and checks the one thing the parser cannot report distinctly: a
 //! close frame whose reason is not UTF-8 must fail with 1007 (RFC 6455
 //! §8.1), while actix-http reports it like a bad close code (1002).
 //!
@@ -36,6 +37,10 @@ pub enum GuardError {
     ControlTooLong(u64),
     #[error("a close frame's reason is not valid UTF-8")]
     CloseReasonNotUtf8,
+    #[error("a frame has reserved bits or a reserved opcode set")]
+    Reserved,
+    #[error("a continuation frame with no message to continue, or a new message inside a fragmented one")]
+    BadFragment,
 }
 
 impl GuardError {
@@ -68,6 +73,9 @@ enum State {
 
 /// The header of one frame, once complete.
 struct Header {
+    fin: bool,
+    /// RSV1-3 (no extension is negotiated, so they must be 0).
+    rsv: u8,
     opcode: u8,
     len: u64,
     mask: [u8; 4],
@@ -99,6 +107,8 @@ fn parse_header(buf: &[u8]) -> Result<Header, usize> {
         mask.copy_from_slice(&buf[2 + ext..need]);
     }
     Ok(Header {
+        fin: buf[0] & 0x80 != 0,
+        rsv: buf[0] & 0x70,
         opcode: buf[0] & 0x0f,
         len,
         mask,
@@ -111,6 +121,8 @@ fn parse_header(buf: &[u8]) -> Result<Header, usize> {
 pub struct Scanner {
     limit: usize,
     state: State,
+    /// Inside a fragmented data message (its first frame had no FIN).
+    fragmented: bool,
 }
 
 impl Scanner {
@@ -121,6 +133,7 @@ impl Scanner {
                 buf: [0; 14],
                 have: 0,
             },
+            fragmented: false,
         }
     }
 
@@ -146,7 +159,8 @@ impl Scanner {
                         Ok(header) => header,
                         Err(_) => continue,
                     };
-                    self.state = self.after_header(&header).map_err(|e| (frame_start, e))?;
+                    let next = self.after_header(&header).map_err(|e| (frame_start, e))?;
+                    self.state = next;
                 }
                 State::Skip { left } => {
                     let n = (*left).min(chunk.len() as u64);
@@ -186,8 +200,21 @@ impl Scanner {
         Ok(())
     }
 
-    fn after_header(&self, header: &Header) -> Result<State, GuardError> {
+    fn after_header(&mut self, header: &Header) -> Result<State, GuardError> {
+        // actix-http fails these too, but only after decoding and before
+        // handing up the good frames read with them; failing them here lets
+        // those frames be answered first.
+        if header.rsv != 0 || matches!(header.opcode, 0x3..=0x7 | 0xb..=0xf) {
+            return Err(GuardError::Reserved);
+        }
         let control = header.opcode & 0x08 != 0;
+        if !control {
+            let continuation = header.opcode == 0;
+            if continuation != self.fragmented {
+                return Err(GuardError::BadFragment);
+            }
+            self.fragmented = !header.fin;
+        }
         if control && header.len > MAX_CONTROL_PAYLOAD {
             return Err(GuardError::ControlTooLong(header.len));
         }
@@ -348,6 +375,24 @@ mod tests {
             scanner.scan(&frame(0x9, &[0; 126])),
             Err((0, GuardError::ControlTooLong(126)))
         );
+        for (byte0, name) in [
+            (0xc1, "RSV1"),
+            (0x91, "RSV3"),
+            (0x83, "opcode 3"),
+            (0x8b, "opcode 0xB"),
+        ] {
+            let mut bytes = frame(0x1, b"ok");
+            let start = bytes.len();
+            let mut bad = frame(0x1, b"x");
+            bad[0] = byte0;
+            bytes.extend(bad);
+            let mut scanner = Scanner::new(1024);
+            assert_eq!(
+                scanner.scan(&bytes),
+                Err((start, GuardError::Reserved)),
+                "{name}"
+            );
+        }
     }
 
     #[test]
@@ -366,5 +411,33 @@ mod tests {
                 "split {split}: {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn fragments_must_continue_a_message() {
+        let unfinished = |opcode, payload: &[u8]| {
+            let mut f = frame(opcode, payload);
+            f[0] &= 0x7f;
+            f
+        };
+        // text (no FIN), ping, continuation (no FIN), continuation (FIN): fine.
+        let mut ok = unfinished(0x1, b"a");
+        ok.extend(frame(0x9, b""));
+        ok.extend(unfinished(0x0, b"b"));
+        ok.extend(frame(0x0, b"c"));
+        assert_eq!(Scanner::new(64).scan(&ok), Ok(()));
+        // A continuation with nothing to continue.
+        assert_eq!(
+            Scanner::new(64).scan(&frame(0x0, b"x")),
+            Err((0, GuardError::BadFragment))
+        );
+        // A new text frame inside a fragmented message.
+        let mut bad = unfinished(0x1, b"a");
+        let start = bad.len();
+        bad.extend(frame(0x1, b"b"));
+        assert_eq!(
+            Scanner::new(64).scan(&bad),
+            Err((start, GuardError::BadFragment))
+        );
     }
 }

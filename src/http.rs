@@ -1,6 +1,8 @@
 //! HTTP routes: the WebSocket upgrade and the operational endpoints.
 //!
 //! * `GET /ws` (and an upgrade request on `/`): WebSocket, protocol v1.
+//! * `GET /echo`: an echoing WebSocket for conformance tests, only with
+//!   `echo_endpoint` set (see `echo`); 404 otherwise.
 //! * `GET /healthz`: 200 while the process serves requests.
 //! * `GET /readyz`: 200 when ready for traffic; 503 while draining or while
 //!   the broker is unreachable, so a load balancer stops routing here.
@@ -17,17 +19,30 @@ use tracing::Instrument;
 
 use crate::auth::{Access, Identity};
 use crate::connection;
+use crate::echo;
 use crate::frame_guard::Guarded;
 use crate::gateway::Gateway;
 use crate::protocol::check_user;
 
-pub fn routes(cfg: &mut web::ServiceConfig, api_body_limit: usize) {
+pub fn routes(cfg: &mut web::ServiceConfig, api_body_limit: usize, echo_endpoint: bool) {
     crate::api::routes(cfg, api_body_limit);
     cfg.route("/ws", web::get().to(ws))
         .route("/", web::get().to(root))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
+    if echo_endpoint {
+        cfg.route("/echo", web::get().to(echo));
+    }
+}
+
+/// What an accepted WebSocket is served by.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    /// `/ws`: the gateway protocol.
+    Gateway,
+    /// `/echo`: every message sent back (conformance testing only).
+    Echo,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,15 +58,35 @@ fn plain(status: StatusCode, body: String) -> HttpResponse {
 }
 
 async fn ws(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
+    traced_upgrade(req, body, gw, Endpoint::Gateway).await
+}
+
+async fn echo(req: HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
+    traced_upgrade(req, body, gw, Endpoint::Echo).await
+}
+
+async fn traced_upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    gw: web::Data<Gateway>,
+    endpoint: Endpoint,
+) -> HttpResponse {
     let span = tracing::info_span!("upgrade", node = %gw.node_id(), status = tracing::field::Empty);
-    let response = upgrade(&req, body, gw).instrument(span.clone()).await;
+    let response = upgrade(&req, body, gw, endpoint)
+        .instrument(span.clone())
+        .await;
     span.record("status", response.status().as_u16());
     response
 }
 
 /// Check the request, resolve the user and accept the WebSocket — or
 /// refuse it with a status before any WebSocket traffic.
-async fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
+async fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+    gw: web::Data<Gateway>,
+    endpoint: Endpoint,
+) -> HttpResponse {
     if gw.is_draining() {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -96,7 +131,14 @@ async fn upgrade(req: &HttpRequest, body: web::Payload, gw: web::Data<Gateway>) 
         Err(e) => return HttpResponse::from_error(e),
     };
     let gw: Arc<Gateway> = gw.into_inner();
-    actix_web::rt::spawn(connection::serve(gw, session, stream, identity));
+    match endpoint {
+        Endpoint::Gateway => {
+            actix_web::rt::spawn(connection::serve(gw, session, stream, identity));
+        }
+        Endpoint::Echo => {
+            actix_web::rt::spawn(echo::serve(gw, session, stream, identity));
+        }
+    }
     response
 }
 

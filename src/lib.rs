@@ -8,10 +8,11 @@
 //! * [`config`] — typed, layered, validated settings.
 //! * [`startup`] — `Application`: bind, wire, serve, drain on SIGTERM.
 //! * [`auth`] — JWT verification of clients (handshake and `refresh`).
-//! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics`.
+//! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (and `/echo`).
 //! * [`api`] — the server HTTP API under `/api` (API-key protected).
 //! * [`connection`] — one task per socket.
 //! * [`frame_guard`] — frame-header limits checked before actix-ws buffers a payload.
+//! * [`echo`] — `/echo`, an echoing WebSocket for conformance tests (off by default).
 //! * [`protocol`] — client commands and server frames (wire protocol v1).
 //! * [`gateway`] — the node's services: subscriptions, publish, presence, API operations.
 //! * [`commands`] — client commands executed against the gateway.
@@ -43,6 +44,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod disconnect;
+pub mod echo;
 pub mod frame_guard;
 pub mod gateway;
 pub mod http;

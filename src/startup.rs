@@ -87,6 +87,7 @@ impl Application {
         let backlog = settings.backlog;
         // Room for the JSON around a message of the largest allowed size.
         let api_body_limit = settings.max_message_bytes + 4096;
+        let echo_endpoint = settings.echo_endpoint;
         let auth = settings.jwt.as_ref().map(Verifier::load).transpose()?;
         let gateway = Gateway::new(settings, auth)?;
         let heartbeat = tokio::spawn(gateway.clone().heartbeat_loop()).abort_handle();
@@ -94,7 +95,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .configure(|cfg| http::routes(cfg, api_body_limit))
+                .configure(|cfg| http::routes(cfg, api_body_limit, echo_endpoint))
         })
         .workers(workers)
         .max_connections(max_connections)

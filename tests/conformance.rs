@@ -1,9 +1,10 @@
 //! RFC 6455 conformance, the cases of the Autobahn testsuite's sections
-//! 1–7 and 9 that apply to a server, written against a raw socket: the
-//! Autobahn suite itself needs Python 2, which this machine cannot install
-//! (see docs/conformance.md). Each case sends exact frames — fragmented,
-//! with reserved bits, unmasked, invalid UTF-8, bad close codes — and
-//! checks the answer or the close code RFC 6455 requires.
+//! 1–7 and 9 that apply to a server, written against a raw socket and the
+//! gateway endpoint `/ws` itself (the Autobahn cases proper run against
+//! the echo endpoint, in tests/autobahn.rs; see docs/conformance.md). Each
+//! case sends exact frames — fragmented, with reserved bits, unmasked,
+//! invalid UTF-8, bad close codes — and checks the answer or the close
+//! code RFC 6455 requires.
 
 mod common;
 
