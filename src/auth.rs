@@ -5,9 +5,14 @@
 //! or a JWKS file whose keys are chosen by the token's `kid`. Keys are
 //! loaded once at start, so a bad file stops the node with the setting's
 //! name instead of failing every handshake later. `exp` and `sub` are
-//! required; `aud` and `iss` are checked when configured. No leeway: the
-//! token's expiry is when the connection closes (`token_expired`) unless it
-//! is refreshed.
+//! required; `aud` and `iss` are checked when configured. No leeway on
+//! `exp`: the token's expiry is when the connection closes
+//! (`token_expired`) unless it is refreshed. A token whose `nbf` lies more
+//! than [`NBF_LEEWAY`] in the future is refused: that much clock skew
+//! between the issuer and the node is tolerated, no more.
+//!
+//! Refusals carry a short code for the client ([`AuthError::code`]); the
+//! parser's detail (`Display`) is for the node's log only.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,12 +24,49 @@ use serde::Deserialize;
 use crate::config::{JwtKey, JwtSettings};
 use crate::protocol::check_user;
 
+/// How far in the future a token's `nbf` may lie (issuer clock skew).
+pub const NBF_LEEWAY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("invalid token: {0}")]
     Invalid(String),
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid before {0} (unix seconds)")]
+    NotYetValid(u64),
     #[error("token has no key we know (kid {0:?})")]
     UnknownKey(Option<String>),
+}
+
+impl AuthError {
+    /// The documented code a client sees (docs/protocol.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Invalid(_) => "invalid_token",
+            AuthError::Expired => "expired_token",
+            AuthError::NotYetValid(_) => "token_not_yet_valid",
+            AuthError::UnknownKey(_) => "unknown_key",
+        }
+    }
+
+    /// What a client is told: no parser internals, which help attackers
+    /// more than clients.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            AuthError::Invalid(_) => "the token is not valid",
+            AuthError::Expired => "the token has expired",
+            AuthError::NotYetValid(_) => "the token is not valid yet (nbf)",
+            AuthError::UnknownKey(_) => "the token names no key this node knows",
+        }
+    }
+}
+
+fn from_jwt(e: jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+        _ => AuthError::Invalid(e.to_string()),
+    }
 }
 
 /// Who a connection belongs to.
@@ -60,6 +102,8 @@ impl Access {
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
     #[serde(default)]
     channels: Option<Vec<String>>,
 }
@@ -146,7 +190,7 @@ impl Verifier {
 
     /// Check a token's signature and claims; the user is its `sub`.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let invalid = |e: jsonwebtoken::errors::Error| AuthError::Invalid(e.to_string());
+        let invalid = from_jwt;
         let claims = match &self.keys {
             Keys::Single { key, alg } => {
                 decode::<Claims>(token, key, &self.validation(*alg)).map_err(invalid)?
@@ -171,6 +215,14 @@ impl Verifier {
         }
         .claims;
         check_user(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {}", e.message)))?;
+        if let Some(nbf) = claims.nbf {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            if Duration::from_secs(nbf) > now + NBF_LEEWAY {
+                return Err(AuthError::NotYetValid(nbf));
+            }
+        }
         Ok(Identity {
             user: claims.sub,
             expires: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),

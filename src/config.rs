@@ -120,6 +120,9 @@ pub struct Cli {
     /// Most connections one user may hold across the cluster (default 100).
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER")]
     pub max_connections_per_user: Option<usize>,
+    /// Upgrades in progress (until the welcome frame) before more are answered 503 (default 512).
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_HANDSHAKES")]
+    pub max_pending_handshakes: Option<usize>,
     /// Frames a connection may send per second before they are refused (default 100).
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGES_PER_SECOND")]
     pub max_messages_per_second: Option<u32>,
@@ -164,6 +167,7 @@ pub struct FileSettings {
     pub log_format: Option<LogFormat>,
     pub max_subscriptions_per_connection: Option<usize>,
     pub max_connections_per_user: Option<usize>,
+    pub max_pending_handshakes: Option<usize>,
     pub max_messages_per_second: Option<u32>,
     pub allowed_origins: Option<Vec<String>>,
     pub jwt_hmac_secret: Option<String>,
@@ -278,6 +282,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub max_subscriptions_per_connection: usize,
     pub max_connections_per_user: usize,
+    /// Handshakes in progress past which upgrades get 503 + Retry-After.
+    pub max_pending_handshakes: usize,
     pub max_messages_per_second: u32,
     /// Empty: any origin (and requests without one) may connect.
     pub allowed_origins: Vec<String>,
@@ -534,6 +540,13 @@ impl Settings {
         if max_connections_per_user == 0 {
             return Err(invalid("max_connections_per_user", "must be at least 1"));
         }
+        let max_pending_handshakes = cli
+            .max_pending_handshakes
+            .or(file.max_pending_handshakes)
+            .unwrap_or(512);
+        if max_pending_handshakes == 0 {
+            return Err(invalid("max_pending_handshakes", "must be at least 1"));
+        }
         let max_messages_per_second = cli
             .max_messages_per_second
             .or(file.max_messages_per_second)
@@ -595,6 +608,7 @@ impl Settings {
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             max_subscriptions_per_connection,
             max_connections_per_user,
+            max_pending_handshakes,
             max_messages_per_second,
             allowed_origins,
             jwt,

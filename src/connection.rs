@@ -24,6 +24,7 @@ use crate::commands::{self, Caller};
 use crate::disconnect::Disconnect;
 use crate::frame_guard::GuardError;
 use crate::gateway::Gateway;
+use crate::handshake::Permit;
 use crate::hub::{Closer, ConnId, Member};
 use crate::metrics;
 use crate::outbox::Outbox;
@@ -59,6 +60,7 @@ pub async fn serve(
     session: Session,
     stream: actix_ws::MessageStream,
     identity: Identity,
+    permit: Permit,
 ) {
     let conn = new_conn_id();
     let user: Arc<str> = identity.user.into();
@@ -81,7 +83,7 @@ pub async fn serve(
         token_expires: identity.expires.map(deadline_of),
         access: identity.access,
     }
-    .run(stream)
+    .run(stream, permit)
     .instrument(span)
     .await;
 }
@@ -112,7 +114,7 @@ fn deadline_of(at: std::time::SystemTime) -> Instant {
 }
 
 impl Connection {
-    async fn run(mut self, mut stream: AggregatedMessageStream) {
+    async fn run(mut self, mut stream: AggregatedMessageStream, permit: Permit) {
         let gw = self.gw.clone();
         let outbox = self.outbox.clone();
         let member = Member {
@@ -134,7 +136,10 @@ impl Connection {
             heartbeat_ms: gw.settings.heartbeat_interval.as_millis() as u64,
         }
         .encode();
-        let exit = match self.write(welcome.into()).await {
+        let welcomed = self.write(welcome.into()).await;
+        // The handshake is over: its admission slot is free again.
+        drop(permit);
+        let exit = match welcomed {
             Err(exit) => exit,
             Ok(()) => self.event_loop(&mut stream, &outbox).await,
         };
@@ -219,7 +224,10 @@ impl Connection {
         let result = match &self.gw.auth {
             None => Err("token authentication is not configured on this node".to_owned()),
             Some(verifier) => match verifier.verify(token) {
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    tracing::info!(error = %e, "refresh refused");
+                    Err(format!("{}: {}", e.code(), e.public_message()))
+                }
                 Ok(identity) if identity.user != *self.user => Err(format!(
                     "the token is for {:?}, not {:?}",
                     identity.user, self.user

@@ -22,6 +22,7 @@ use crate::broker::redis::{self as redis_broker, RedisBroker};
 use crate::broker::{Broker, BrokerError, Publication, Published};
 use crate::config::{Rule, Settings};
 use crate::disconnect::Disconnect;
+use crate::handshake::{Admission, Permit, Refusal};
 use crate::hub::{ConnId, Hub, HubError, Member};
 use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Gauges, Metrics};
@@ -59,6 +60,7 @@ pub struct Gateway {
     pub auth: Option<Verifier>,
     started_at: u64,
     draining: AtomicBool,
+    admission: Arc<Admission>,
 }
 
 fn broker_error(e: BrokerError) -> ErrorBody {
@@ -115,7 +117,6 @@ impl Gateway {
             }
         };
         Ok(Arc::new(Gateway {
-            settings,
             hub,
             broker,
             presence,
@@ -123,11 +124,20 @@ impl Gateway {
             auth,
             started_at: now_ms(),
             draining: AtomicBool::new(false),
+            admission: Admission::new(settings.max_pending_handshakes),
+            settings,
         }))
     }
 
     pub fn node_id(&self) -> &str {
         &self.settings.node_id
+    }
+
+    /// Take a handshake slot, or the 503 to answer (see `handshake::Admission`).
+    pub fn admit_handshake(&self) -> Result<Permit, Refusal> {
+        self.admission.try_admit().inspect_err(|_| {
+            metrics::inc(&self.metrics.handshakes_refused);
+        })
     }
 
     pub fn is_draining(&self) -> bool {

@@ -14,15 +14,13 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
-use serde::Deserialize;
 use tracing::Instrument;
 
-use crate::auth::{Access, Identity};
 use crate::connection;
 use crate::echo;
 use crate::frame_guard::Guarded;
 use crate::gateway::Gateway;
-use crate::protocol::check_user;
+use crate::handshake::{self, Refusal};
 
 pub fn routes(cfg: &mut web::ServiceConfig, api_body_limit: usize, echo_endpoint: bool) {
     crate::api::routes(cfg, api_body_limit);
@@ -43,12 +41,6 @@ enum Endpoint {
     Gateway,
     /// `/echo`: every message sent back (conformance testing only).
     Echo,
-}
-
-#[derive(Debug, Deserialize)]
-struct WsQuery {
-    user: Option<String>,
-    token: Option<String>,
 }
 
 fn plain(status: StatusCode, body: String) -> HttpResponse {
@@ -87,39 +79,27 @@ async fn upgrade(
     gw: web::Data<Gateway>,
     endpoint: Endpoint,
 ) -> HttpResponse {
-    if gw.is_draining() {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "node is draining; connect to another node\n".into(),
-        );
-    }
-    // Cross-site WebSocket hijacking: a browser sends the page's origin,
-    // and a page from an origin not on the list may not connect.
-    // (Non-browser clients send no Origin and are not affected.)
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        if !gw.settings.origin_allowed(origin) {
-            return plain(
-                StatusCode::FORBIDDEN,
-                format!("origin {origin:?} is not allowed\n"),
-            );
-        }
-    }
-    let identity = match tracing::info_span!("authenticate").in_scope(|| identify(req, &gw)) {
+    let permit = match gw.admit_handshake() {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.response(),
+    };
+    let identity = match handshake::check(req, &gw) {
         Ok(identity) => identity,
-        Err((status, reason)) => return plain(status, reason),
+        Err(refusal) => return refusal.response(),
     };
     let user = identity.user.clone();
     let limit = gw.settings.max_connections_per_user;
     match gw.user_connections(&user).await {
         Ok(conns) if conns.len() >= limit => {
-            return plain(
+            return Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
                 format!(
-                    "user {user:?} already has {} connections (limit {limit})\n",
+                    "user {user:?} already has {} connections (limit {limit})",
                     conns.len()
                 ),
-            );
+            )
+            .response();
         }
         Ok(_) => {}
         // The registry being unreachable must not lock everyone out.
@@ -133,9 +113,12 @@ async fn upgrade(
     let gw: Arc<Gateway> = gw.into_inner();
     match endpoint {
         Endpoint::Gateway => {
-            actix_web::rt::spawn(connection::serve(gw, session, stream, identity));
+            // The permit is held until the welcome is out: registering the
+            // connection is part of the handshake's cost.
+            actix_web::rt::spawn(connection::serve(gw, session, stream, identity, permit));
         }
         Endpoint::Echo => {
+            drop(permit);
             actix_web::rt::spawn(echo::serve(gw, session, stream, identity));
         }
     }
@@ -154,53 +137,6 @@ fn guard_frames(req: &HttpRequest, body: web::Payload, limit: usize) -> web::Pay
     web::Payload::from_request(req, &mut payload)
         .into_inner()
         .expect("the Payload extractor is infallible")
-}
-
-/// Who is connecting, or the status and reason to refuse with. A token
-/// (`Authorization: Bearer`, or `?token=` since browsers cannot set
-/// headers on a WebSocket) must verify; without one, anonymous access —
-/// if enabled — takes the user from `?user=` or makes one up.
-fn identify(req: &HttpRequest, gw: &Gateway) -> Result<Identity, (StatusCode, String)> {
-    let unauthorized = |reason: String| (StatusCode::UNAUTHORIZED, reason + "\n");
-    let query = web::Query::<WsQuery>::from_query(req.query_string())
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad query string: {e}\n")))?
-        .into_inner();
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if let Some(token) = bearer.or(query.token.as_deref()) {
-        let verifier = gw.auth.as_ref().ok_or_else(|| {
-            unauthorized("token authentication is not configured on this node".into())
-        })?;
-        return verifier
-            .verify(token)
-            .map_err(|e| unauthorized(e.to_string()));
-    }
-    if !gw.settings.allow_anonymous {
-        return Err(unauthorized(
-            "a token is required (Authorization: Bearer, or ?token=)".into(),
-        ));
-    }
-    let user = match query.user {
-        Some(user) => {
-            check_user(&user).map_err(|e| {
-                (
-                    StatusCode::BAD_REQUEST,
-                    format!("bad `user`: {}\n", e.message),
-                )
-            })?;
-            user
-        }
-        None => format!("anon-{:08x}", fastrand::u32(..)),
-    };
-    Ok(Identity {
-        user,
-        expires: None,
-        access: Access::default(),
-    })
 }
 
 /// `/` upgrades like `/ws` when asked to; otherwise it says what this is.

@@ -9,6 +9,7 @@
 //! * [`startup`] — `Application`: bind, wire, serve, drain on SIGTERM.
 //! * [`auth`] — JWT verification of clients (handshake and `refresh`).
 //! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (and `/echo`).
+//! * [`handshake`] — what an upgrade must pass: admission, draining, origin, credentials.
 //! * [`api`] — the server HTTP API under `/api` (API-key protected).
 //! * [`connection`] — one task per socket.
 //! * [`frame_guard`] — frame-header limits checked before actix-ws buffers a payload.
@@ -47,6 +48,7 @@ pub mod disconnect;
 pub mod echo;
 pub mod frame_guard;
 pub mod gateway;
+pub mod handshake;
 pub mod http;
 pub mod hub;
 pub mod keys;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub presence_errors: AtomicU64,
     pub api_requests: AtomicU64,
     pub rate_limited: AtomicU64,
+    pub handshakes_refused: AtomicU64,
     /// Time for the broker to accept a publish (Redis: the Lua round trip).
     pub publish_duration: Histogram,
 }
@@ -97,7 +98,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
         };
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "switchboard_connections_opened_total",
                 "WebSocket connections accepted.",
@@ -172,6 +173,11 @@ impl Metrics {
                 "switchboard_rate_limited_frames_total",
                 "Client frames refused for exceeding max_messages_per_second.",
                 &self.rate_limited,
+            ),
+            (
+                "switchboard_handshakes_refused_total",
+                "Upgrades answered 503 because max_pending_handshakes were in progress.",
+                &self.handshakes_refused,
             ),
             (
                 "switchboard_api_requests_total",

@@ -268,3 +268,102 @@ async fn an_expiring_token_closes_the_connection_unless_refreshed() {
         "pong"
     );
 }
+
+/// The status and parsed JSON body of a refused handshake.
+async fn refused(node: &TestNode, query: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+    let url = format!("ws://127.0.0.1:{}/ws{query}", node.port);
+    let mut request = url.as_str().into_client_request().unwrap();
+    if let Some(token) = bearer {
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => panic!("the handshake was accepted"),
+        Err(WsError::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            let body = serde_json::from_slice(body)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
+            (response.status().as_u16(), body)
+        }
+        Err(e) => panic!("handshake error {e}"),
+    }
+}
+
+/// Two different tokens (header and `?token=`) are refused, whichever is
+/// valid; the same token twice is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_tokens_in_header_and_query_are_refused() {
+    let node = TestNode::memory(with_jwt(JwtKey::HmacSecret(SECRET.into()))).await;
+    let alice = hs256(&claims("alice", now() + 600));
+    let bob = hs256(&claims("bob", now() + 600));
+    for query_token in ["garbage", bob.as_str()] {
+        let (status, body) = refused(&node, &format!("?token={query_token}"), Some(&alice)).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["error"]["code"], "ambiguous_credentials", "{body}");
+    }
+    let c = open(&node, &format!("?token={alice}"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(c.welcome["user"], "alice");
+}
+
+/// A token whose `nbf` is in the future is refused, beyond the documented
+/// 5 s leeway for clock skew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_not_yet_valid_are_refused() {
+    let node = TestNode::memory(with_jwt(JwtKey::HmacSecret(SECRET.into()))).await;
+    let mut early = claims("alice", now() + 600);
+    early["nbf"] = json!(now() + 120);
+    let (status, body) = refused(&node, "", Some(&hs256(&early))).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "token_not_yet_valid", "{body}");
+    let mut skewed = claims("alice", now() + 600);
+    skewed["nbf"] = json!(now() + 2);
+    assert!(open(&node, "", Some(&hs256(&skewed))).await.is_ok());
+}
+
+/// Refusals before the upgrade name a short documented code; the parser's
+/// text (base64 errors, algorithm lists) stays in the node's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_handshakes_answer_codes_not_internals() {
+    let node = TestNode::memory(with_jwt(JwtKey::HmacSecret(SECRET.into()))).await;
+    let expired = hs256(&claims("alice", now() - 10));
+    let other_key = encode(
+        &Header::new(Algorithm::HS256),
+        &claims("alice", now() + 600),
+        &EncodingKey::from_secret(b"another-secret-another-secret-0123"),
+    )
+    .unwrap();
+    let cases = [
+        ("", Some("not.a.token"), "invalid_token"),
+        ("", Some("eyJhbGciOiJIUzI1NiJ9.e30.t"), "invalid_token"),
+        ("", Some(other_key.as_str()), "invalid_token"),
+        ("", Some(expired.as_str()), "expired_token"),
+        ("?user=ann", None, "token_required"),
+    ];
+    for (query, bearer, code) in cases {
+        let (status, body) = refused(&node, query, bearer).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some(code)),
+            "{body}"
+        );
+        let text = body.to_string().to_lowercase();
+        for leak in [
+            "base64",
+            "symbol",
+            "algorithm",
+            "invalidtoken",
+            "json error",
+        ] {
+            assert!(!text.contains(leak), "{leak:?} leaked in {body}");
+        }
+    }
+    let plain = TestNode::memory(|_| {}).await;
+    let (status, body) = refused(&plain, "", Some("a.b.c")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("tokens_not_configured"))
+    );
+}

@@ -235,3 +235,51 @@ async fn a_silent_client_is_closed_at_the_heartbeat_timeout() {
         "closed after {after:?}"
     );
 }
+
+/// Past `max_pending_handshakes` upgrades in progress, a new one is
+/// answered 503 `overloaded` with `Retry-After` at once, and the slot
+/// frees when the held handshake completes. A handshake is held here by a
+/// dead Redis: registering the connection waits out `redis_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_past_the_admission_limit_get_503_with_retry_after() {
+    let mut redis = RedisServer::start().await;
+    let node = TestNode::redis(&redis, "node-a", |s| {
+        s.max_pending_handshakes = 1;
+        s.redis_timeout = Duration::from_secs(3);
+    })
+    .await;
+    redis.kill();
+    node.wait_ready(false).await;
+    let url = node.ws_url("first");
+    // The 101 comes back while the welcome still waits for Redis.
+    let (mut first, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    match tokio_tungstenite::connect_async(node.ws_url("second").as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(response.headers()["retry-after"], "1");
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "overloaded", "{body}");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // The first handshake completes (welcome) and frees its slot.
+    use futures_util::StreamExt;
+    let welcome = tokio::time::timeout(WAIT, first.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        welcome.to_text().unwrap().contains("welcome"),
+        "{welcome:?}"
+    );
+    let (_third, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(node.ws_url("third").as_str()),
+    )
+    .await
+    .unwrap()
+    .expect("admitted once the slot is free");
+}
