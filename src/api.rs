@@ -9,13 +9,13 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{error::JsonPayloadError, web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::gateway::Gateway;
 use crate::metrics;
-use crate::protocol::{check_user, ErrorBody, ErrorCode};
+use crate::protocol::{check_data, check_user, ErrorBody, ErrorCode};
 
 /// Most channels one broadcast may name.
 pub const MAX_BROADCAST_CHANNELS: usize = 1000;
@@ -109,6 +109,14 @@ macro_rules! authorized {
     };
 }
 
+/// `data` of an API body: any JSON that passes [`check_data`] (the same
+/// check as over the WebSocket); otherwise the body is refused with 400.
+fn checked_data<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+    let data = Box::<RawValue>::deserialize(d)?;
+    check_data(&data).map_err(serde::de::Error::custom)?;
+    Ok(data)
+}
+
 /// The sender named in `message.from` / `direct.from` for API calls.
 fn sender(from: &Option<String>) -> Result<&str, ErrorBody> {
     match from {
@@ -121,6 +129,7 @@ fn sender(from: &Option<String>) -> Result<&str, ErrorBody> {
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     channel: String,
+    #[serde(deserialize_with = "checked_data")]
     data: Box<RawValue>,
     from: Option<String>,
     traceparent: Option<String>,
@@ -158,6 +167,7 @@ async fn publish(
 #[serde(deny_unknown_fields)]
 struct BroadcastBody {
     channels: Vec<String>,
+    #[serde(deserialize_with = "checked_data")]
     data: Box<RawValue>,
     from: Option<String>,
 }
@@ -194,6 +204,7 @@ async fn broadcast(
 #[serde(deny_unknown_fields)]
 struct SendBody {
     user: String,
+    #[serde(deserialize_with = "checked_data")]
     data: Box<RawValue>,
     from: Option<String>,
 }

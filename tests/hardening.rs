@@ -235,3 +235,122 @@ async fn a_silent_client_is_closed_at_the_heartbeat_timeout() {
         "closed after {after:?}"
     );
 }
+
+// --- Issue 9, items 3 and 9: JSON nesting depth of `data`; API key before body.
+
+/// `data` nested `depth` levels: arrays and objects alternating, around a
+/// string full of brackets and an escaped quote, which must not count.
+fn nested(depth: usize) -> String {
+    let mut open = String::new();
+    let mut close = String::new();
+    for level in 0..depth {
+        if level % 2 == 0 {
+            open.push('[');
+            close.insert(0, ']');
+        } else {
+            open.push_str(r#"{"k[":"#);
+            close.insert(0, '}');
+        }
+    }
+    format!(r#"{open}"[[{{\"]]}}"{close}"#)
+}
+
+/// The next frame of `client`, which must be the error reply to `id`.
+async fn expect_refused(client: &mut Client, id: u64, code: &str) {
+    let reply = client.next_frame().await;
+    assert_eq!(reply["type"], "reply", "{reply}");
+    assert_eq!(reply["id"], id, "{reply}");
+    assert_eq!(reply["error"]["code"], code, "{reply}");
+}
+
+/// A `data` nested 10 000 levels deep (20 KB) was accepted and fanned out
+/// to every subscriber, whose recursive parsers then failed. Over the
+/// WebSocket it is now `bad_frame` (`publish` and `send`; the connection
+/// stays open) and never delivered; `data` exactly at the limit still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_data_is_refused_over_the_websocket_and_never_delivered() {
+    use switchboard::protocol::MAX_DATA_DEPTH;
+    let node = TestNode::memory(|_| {}).await;
+    let mut sub = node.connect("sub").await;
+    let mut publisher = node.connect("pub").await;
+    sub.subscribe("jobs").await;
+
+    let deep = nested(10_000);
+    let over = nested(MAX_DATA_DEPTH + 1);
+    let frames = [
+        format!(r#"{{"type":"publish","id":9001,"channel":"jobs","data":{deep}}}"#),
+        format!(r#"{{"type":"send","id":9002,"user":"sub","data":{deep}}}"#),
+        format!(r#"{{"type":"publish","id":9003,"channel":"jobs","data":{over}}}"#),
+        format!(r#"{{"type":"send","id":9004,"user":"sub","data":{over}}}"#),
+    ];
+    for (id, frame) in (9001..).zip(frames) {
+        publisher.send_text(frame).await;
+        expect_refused(&mut publisher, id, "bad_frame").await;
+    }
+
+    // Exactly at the limit: accepted and delivered. Being the next message
+    // and the next direct the subscriber sees, these show that nothing
+    // refused above reached it.
+    let at_limit: Value = serde_json::from_str(&nested(MAX_DATA_DEPTH)).unwrap();
+    publisher.publish("jobs", at_limit.clone()).await;
+    assert_eq!(sub.expect("message").await["data"], at_limit);
+    publisher
+        .ok(json!({"type": "send", "user": "sub", "data": at_limit}))
+        .await;
+    assert_eq!(sub.expect("direct").await["data"], at_limit);
+}
+
+/// The same over the server API: `publish`, `broadcast` and `send` with a
+/// 10 000-deep `data` get 400 `bad_request` and deliver nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_data_is_refused_by_the_api() {
+    use switchboard::protocol::MAX_DATA_DEPTH;
+    let node = TestNode::memory(|s| s.api_key = Some(common::API_KEY.into())).await;
+    let mut sub = node.connect("sub").await;
+    sub.subscribe("jobs").await;
+    let auth = format!("apikey {}", common::API_KEY);
+    let headers = [("Authorization", auth.as_str())];
+
+    for data in [nested(10_000), nested(MAX_DATA_DEPTH + 1)] {
+        for (path, body) in [
+            (
+                "/api/publish",
+                format!(r#"{{"channel":"jobs","data":{data}}}"#),
+            ),
+            (
+                "/api/broadcast",
+                format!(r#"{{"channels":["jobs"],"data":{data}}}"#),
+            ),
+            ("/api/send", format!(r#"{{"user":"sub","data":{data}}}"#)),
+        ] {
+            let (status, text) = common::http(node.port, "POST", path, &headers, &body).await;
+            assert_eq!(status, 400, "{path}: {text}");
+            let v: Value = serde_json::from_str(&text).expect("JSON error body");
+            assert_eq!(v["error"]["code"], "bad_request", "{path}: {text}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("nested"),
+                "{path}: {text}"
+            );
+        }
+    }
+
+    let at_limit: Value = serde_json::from_str(&nested(MAX_DATA_DEPTH)).unwrap();
+    let (status, body) = node
+        .api(
+            "POST",
+            "/api/publish",
+            Some(&json!({"channel": "jobs", "data": at_limit})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sub.expect("message").await["data"], at_limit);
+    let (status, body) = node
+        .api(
+            "POST",
+            "/api/send",
+            Some(&json!({"user": "sub", "data": at_limit})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sub.expect("direct").await["data"], at_limit);
+}
