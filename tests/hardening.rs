@@ -354,3 +354,58 @@ async fn deeply_nested_data_is_refused_by_the_api() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(sub.expect("direct").await["data"], at_limit);
 }
+
+/// A request without the API key (or with a wrong one) got 400 for a bad
+/// body and 413 for an oversize one: the body was read and judged before
+/// the key. Now every `/api` route answers 401 before looking at the body;
+/// with the right key the body errors are as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_checks_the_key_before_the_body() {
+    let node = TestNode::memory(|s| s.api_key = Some(common::API_KEY.into())).await;
+    let right = format!("apikey {}", common::API_KEY);
+    let wrong = format!("apikey {}x", common::API_KEY);
+    let oversize = json!({
+        "channel": "c",
+        "data": "x".repeat(node.gateway.settings.max_message_bytes + 8192),
+    })
+    .to_string();
+    let call = |path: &'static str, auth: Option<String>, body: String| {
+        let port = node.port;
+        async move {
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("Authorization", a)])
+                .unwrap_or_default();
+            let (status, text) = common::http(port, "POST", path, &headers, &body).await;
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{path} {body:.40}: not JSON: {text}"));
+            (status, v["error"]["code"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    for path in [
+        "/api/publish",
+        "/api/broadcast",
+        "/api/send",
+        "/api/disconnect",
+    ] {
+        for body in ["not json", r#"{"channel":"#, r#"{"nope":1}"#, &oversize] {
+            for auth in [None, Some(wrong.clone())] {
+                let got = call(path, auth.clone(), body.to_owned()).await;
+                assert_eq!(
+                    got,
+                    (401, "unauthorized".to_owned()),
+                    "{path} {auth:?} {body:.40}"
+                );
+            }
+        }
+        let got = call(path, Some(right.clone()), "not json".into()).await;
+        assert_eq!(got, (400, "bad_request".to_owned()), "{path}");
+        let got = call(path, Some(right.clone()), oversize.clone()).await;
+        assert_eq!(got, (413, "payload_too_large".to_owned()), "{path}");
+    }
+    // An unknown endpoint is no exception: no key, no answer about it.
+    let got = call("/api/teleport", None, "{}".into()).await;
+    assert_eq!(got, (401, "unauthorized".to_owned()));
+    let got = call("/api/teleport", Some(right.clone()), "{}".into()).await;
+    assert_eq!(got, (404, "not_found".to_owned()));
+}
