@@ -9,7 +9,8 @@
 #   loadtest/run-benchmarks.sh                # every section, in order
 #   loadtest/run-benchmarks.sh fanout churn   # only these sections
 #   loadtest/run-benchmarks.sh --list         # the sections
-# Environment: OUT (default bench-out), LT (the harness binary), OTLP_PORT.
+# Environment: OUT (default bench-out), LT (the harness binary), OTLP_PORT,
+# KNEE (the admission section's knee rate, default 5000/s).
 #
 # Sections (each is named next to its table in docs/benchmarks.md):
 #   connections  table "Connections"      5 connect runs (24k, 32k, 7000/s, 8500/s, 10000/s)
@@ -18,6 +19,8 @@
 #   churn        table "Churn"            1 churn run
 #   tracing      table "Tracing overhead" fanout R = 500 with tracing off (twice),
 #                1 % and 100 % sampled, exporting to `switchboard-loadtest otlp-sink`
+#   admission    table "Handshake admission" connect at the knee and at twice it,
+#                with admission control on (default) and off
 # The "Targets" table has no run of its own: it quotes the tables above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +29,7 @@ LT=${LT:-target/release/switchboard-loadtest}
 OUT=${OUT:-bench-out}
 # Port of the counting OTLP sink in the tracing section.
 OTLP_PORT=${OTLP_PORT:-4318}
-SECTIONS=(connections fanout direct churn tracing)
+SECTIONS=(connections fanout direct churn tracing admission)
 # Runs are untraced unless the tracing section sets these (the nodes inherit them).
 unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG OTEL_SDK_DISABLED
 
@@ -88,6 +91,18 @@ section_tracing() {
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" OTEL_TRACES_SAMPLER=always_on \
     run tracing-100pct "${fanout[@]}"
   stop_sink
+}
+
+# Handshake admission: offered the knee rate, then twice it, with the
+# default max_pending_handshakes and with the limit out of reach (the
+# behaviour before admission control existed).
+section_admission() {
+  local knee=${KNEE:-5000}
+  local twice=$((2 * knee))
+  run admission-knee connect --connections $((2 * knee)) --rate "$knee" --hold 1
+  run admission-2x-on connect --connections $((2 * twice)) --rate "$twice" --hold 1
+  run admission-2x-off connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
+    --node-arg=--max-pending-handshakes --node-arg=1000000
 }
 
 # The sink started by the tracing section, stopped however the script ends.

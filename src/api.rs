@@ -6,16 +6,23 @@
 //! 401 for a missing or wrong key (or an API with no key configured), 400
 //! for a body or name the endpoint cannot take, 413 for an oversize body,
 //! 503 when Redis does not answer. docs/api.md shows each endpoint with curl.
+//!
+//! The key is checked first, by a middleware around the whole scope, before
+//! any extractor reads the body: a caller without the key gets 401 whatever
+//! it sends, and its body is never read or parsed.
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{error::JsonPayloadError, web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::gateway::Gateway;
 use crate::metrics;
-use crate::protocol::{check_user, ErrorBody, ErrorCode};
+use crate::protocol::{check_data, check_user, ErrorBody, ErrorCode};
 
 /// Most channels one broadcast may name.
 pub const MAX_BROADCAST_CHANNELS: usize = 1000;
@@ -23,6 +30,7 @@ pub const MAX_BROADCAST_CHANNELS: usize = 1000;
 pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
     cfg.service(
         web::scope("/api")
+            .wrap(from_fn(require_key))
             .app_data(
                 web::JsonConfig::default()
                     .limit(body_limit)
@@ -101,12 +109,31 @@ fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), ErrorBody> {
     }
 }
 
-macro_rules! authorized {
-    ($req:expr, $gw:expr) => {
-        if let Err(e) = authorize(&$req, &$gw) {
-            return error(e);
-        }
+/// Refuse a request without the right key before anything else runs for
+/// it: the handlers' extractors (the JSON body above all) come after this.
+async fn require_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let refused = match req.app_data::<web::Data<Gateway>>() {
+        Some(gw) => authorize(req.request(), gw).err(),
+        None => Some(ErrorBody::new(ErrorCode::Internal, "no gateway")),
     };
+    match refused {
+        Some(e) => Ok(req.into_response(error(e)).map_into_right_body()),
+        None => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body),
+    }
+}
+
+/// `data` of an API body: any JSON that passes [`check_data`] (the same
+/// check as over the WebSocket); otherwise the body is refused with 400.
+fn checked_data<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+    let data = Box::<RawValue>::deserialize(d)?;
+    check_data(&data).map_err(serde::de::Error::custom)?;
+    Ok(data)
 }
 
 /// The sender named in `message.from` / `direct.from` for API calls.
@@ -121,6 +148,7 @@ fn sender(from: &Option<String>) -> Result<&str, ErrorBody> {
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     channel: String,
+    #[serde(deserialize_with = "checked_data")]
     data: Box<RawValue>,
     from: Option<String>,
     traceparent: Option<String>,
@@ -132,12 +160,7 @@ struct Position<'a> {
     epoch: &'a str,
 }
 
-async fn publish(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-    body: web::Json<PublishBody>,
-) -> HttpResponse {
-    authorized!(req, gw);
+async fn publish(gw: web::Data<Gateway>, body: web::Json<PublishBody>) -> HttpResponse {
     let result = match sender(&body.from) {
         Ok(from) => {
             gw.publish(&body.channel, from, &body.data, body.traceparent.as_deref())
@@ -158,18 +181,14 @@ async fn publish(
 #[serde(deny_unknown_fields)]
 struct BroadcastBody {
     channels: Vec<String>,
+    #[serde(deserialize_with = "checked_data")]
     data: Box<RawValue>,
     from: Option<String>,
 }
 
 /// Publish one message to several channels; each channel gets its own
 /// result, so one bad channel does not hide the others' offsets.
-async fn broadcast(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-    body: web::Json<BroadcastBody>,
-) -> HttpResponse {
-    authorized!(req, gw);
+async fn broadcast(gw: web::Data<Gateway>, body: web::Json<BroadcastBody>) -> HttpResponse {
     if body.channels.is_empty() || body.channels.len() > MAX_BROADCAST_CHANNELS {
         return error(ErrorBody::new(
             ErrorCode::BadRequest,
@@ -194,12 +213,12 @@ async fn broadcast(
 #[serde(deny_unknown_fields)]
 struct SendBody {
     user: String,
+    #[serde(deserialize_with = "checked_data")]
     data: Box<RawValue>,
     from: Option<String>,
 }
 
-async fn send(req: HttpRequest, gw: web::Data<Gateway>, body: web::Json<SendBody>) -> HttpResponse {
-    authorized!(req, gw);
+async fn send(gw: web::Data<Gateway>, body: web::Json<SendBody>) -> HttpResponse {
     let result = match sender(&body.from) {
         Ok(from) => gw.send_direct(&body.user, from, &body.data).await,
         Err(e) => Err(e),
@@ -219,44 +238,28 @@ struct DisconnectBody {
     reconnect: bool,
 }
 
-async fn disconnect(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-    body: web::Json<DisconnectBody>,
-) -> HttpResponse {
-    authorized!(req, gw);
+async fn disconnect(gw: web::Data<Gateway>, body: web::Json<DisconnectBody>) -> HttpResponse {
     match gw.disconnect_user(&body.user, body.reconnect).await {
         Ok(()) => HttpResponse::Ok().json(json!({})),
         Err(e) => error(e),
     }
 }
 
-async fn presence(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-    channel: web::Path<String>,
-) -> HttpResponse {
-    authorized!(req, gw);
+async fn presence(gw: web::Data<Gateway>, channel: web::Path<String>) -> HttpResponse {
     match gw.presence_members(&channel).await {
         Ok(members) => HttpResponse::Ok().json(json!({ "channel": *channel, "members": members })),
         Err(e) => error(e),
     }
 }
 
-async fn connections(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-    user: web::Path<String>,
-) -> HttpResponse {
-    authorized!(req, gw);
+async fn connections(gw: web::Data<Gateway>, user: web::Path<String>) -> HttpResponse {
     match gw.user_connections(&user).await {
         Ok(conns) => HttpResponse::Ok().json(json!({ "user": *user, "connections": conns })),
         Err(e) => error(e),
     }
 }
 
-async fn nodes(req: HttpRequest, gw: web::Data<Gateway>) -> HttpResponse {
-    authorized!(req, gw);
+async fn nodes(gw: web::Data<Gateway>) -> HttpResponse {
     match gw.nodes().await {
         Ok(nodes) => HttpResponse::Ok().json(json!({ "nodes": nodes })),
         Err(e) => error(e),

@@ -75,6 +75,61 @@ pub const MAX_CHANNEL_LEN: usize = 255;
 /// User names: 1..=255 bytes, no control characters, no `{` or `}`.
 pub const MAX_USER_LEN: usize = 255;
 
+/// Deepest nesting of arrays and objects `data` may have (a scalar is 0,
+/// `[1]` is 1, `{"a":[1]}` is 2). The gateway itself never parses `data`
+/// (it stays a `RawValue`, whose parsing has no depth limit), but every
+/// subscriber does, and recursive parsers fail well before 10 000 levels:
+/// Ruby's `JSON.parse` stops at 100 by default, serde_json at 128, Python
+/// raises `RecursionError` near 1 000. 64 is far above real documents
+/// (rarely over 10-20 levels), and with the frame around `data` (one more
+/// level) plus room for a client's own envelope it stays under all of them.
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// How deeply arrays and objects nest in `json`: the most `[`/`{` open at
+/// once, outside strings (whose escapes are honoured). One pass over the
+/// bytes, no allocation. Meant for valid JSON (a `RawValue`); on anything
+/// else it still terminates with some number.
+pub fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The check every `data` passes before it is published or sent, over the
+/// WebSocket (`decode`, refused as `bad_frame`) and the server API (the
+/// bodies' `data` fields, refused with 400): at most [`MAX_DATA_DEPTH`]
+/// levels of nesting. The size is bounded earlier, by the frame or body limit.
+pub fn check_data(data: &RawValue) -> Result<(), String> {
+    let depth = nesting_depth(data.get());
+    if depth > MAX_DATA_DEPTH {
+        return Err(format!(
+            "`data` is nested {depth} levels deep; at most {MAX_DATA_DEPTH} are allowed"
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_channel(channel: &str) -> Result<(), ErrorBody> {
     let ok = !channel.is_empty()
         && channel.len() <= MAX_CHANNEL_LEN
@@ -184,6 +239,13 @@ fn need<T>(field: Option<T>, kind: &str, name: &str) -> Result<T, String> {
     field.ok_or_else(|| format!("`{kind}` needs `{name}`"))
 }
 
+/// The `data` of a frame that must carry one, checked by [`check_data`].
+fn need_data<'a>(data: Option<&'a RawValue>, kind: &str) -> Result<&'a RawValue, String> {
+    let data = need(data, kind, "data")?;
+    check_data(data)?;
+    Ok(data)
+}
+
 /// The `id` of a frame, if it has a readable one, without decoding the rest.
 pub fn peek_id(text: &str) -> Option<u64> {
     #[derive(Deserialize)]
@@ -215,12 +277,12 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
             },
             "publish" => Command::Publish {
                 channel: need(raw.channel, kind, "channel")?,
-                data: need(raw.data, kind, "data")?,
+                data: need_data(raw.data, kind)?,
                 traceparent: raw.traceparent,
             },
             "send" => Command::Send {
                 user: need(raw.user, kind, "user")?,
-                data: need(raw.data, kind, "data")?,
+                data: need_data(raw.data, kind)?,
             },
             "presence" => Command::Presence {
                 channel: need(raw.channel, kind, "channel")?,
@@ -498,6 +560,63 @@ mod tests {
             ServerFrame::failure(None, err).encode(),
             r#"{"type":"error","error":{"code":"bad_channel","message":"x"}}"#
         );
+    }
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let objects = |n: usize| format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+        let cases: Vec<(String, usize)> = vec![
+            ("1".into(), 0),
+            (r#""text""#.into(), 0),
+            ("[]".into(), 1),
+            ("{}".into(), 1),
+            ("[1,[2,[3]],[4]]".into(), 3),
+            (r#"{"a":[{"b":null}],"c":{}}"#.into(), 3),
+            // Brackets inside strings do not count, in values or keys.
+            (r#""[[[{{{""#.into(), 0),
+            (r#"{"[[[":"{{{"}"#.into(), 1),
+            // Escaped quotes do not end a string; an escaped backslash does not escape the quote after it.
+            (r#"["\"[[[\"",1]"#.into(), 1),
+            (r#"["\\",[2]]"#.into(), 2),
+            (r#"["\\\"[",[[3]]]"#.into(), 3),
+            (r#"["\u005b\/"]"#.into(), 1),
+            // Multi-byte UTF-8 is never mistaken for a bracket.
+            (r#"["é[ü{",["ß"]]"#.into(), 2),
+            (" [ [ ] , { } ] ".into(), 2),
+            (deep(MAX_DATA_DEPTH), MAX_DATA_DEPTH),
+            (deep(MAX_DATA_DEPTH + 1), MAX_DATA_DEPTH + 1),
+            (objects(MAX_DATA_DEPTH), MAX_DATA_DEPTH),
+            (deep(10_000), 10_000),
+        ];
+        for (json, want) in &cases {
+            // Every case is valid JSON, as `data` always is.
+            let value = raw(json);
+            assert_eq!(nesting_depth(value.get()), *want, "{json:.80}");
+            let allowed = *want <= MAX_DATA_DEPTH;
+            assert_eq!(check_data(value).is_ok(), allowed, "{json:.80}");
+        }
+    }
+
+    #[test]
+    fn deep_data_is_a_bad_frame_with_its_id() {
+        let at_limit = format!(
+            "{}{}",
+            "[".repeat(MAX_DATA_DEPTH),
+            "]".repeat(MAX_DATA_DEPTH)
+        );
+        let over = format!("[{at_limit}]");
+        for kind in [
+            r#""type":"publish","channel":"c""#,
+            r#""type":"send","user":"u""#,
+        ] {
+            let ok = format!(r#"{{{kind},"id":3,"data":{at_limit}}}"#);
+            assert!(decode(&ok).is_ok(), "{ok:.60}");
+            let e = decode(&format!(r#"{{{kind},"id":4,"data":{over}}}"#)).unwrap_err();
+            assert_eq!(e.id, Some(4));
+            assert_eq!(e.error.code, ErrorCode::BadFrame);
+            assert!(e.error.message.contains("nested"), "{}", e.error.message);
+        }
     }
 
     #[test]

@@ -283,3 +283,177 @@ async fn handshakes_past_the_admission_limit_get_503_with_retry_after() {
     .unwrap()
     .expect("admitted once the slot is free");
 }
+
+// --- Issue 9, items 3 and 9: JSON nesting depth of `data`; API key before body.
+
+/// `data` nested `depth` levels: arrays and objects alternating, around a
+/// string full of brackets and an escaped quote, which must not count.
+fn nested(depth: usize) -> String {
+    let mut open = String::new();
+    let mut close = String::new();
+    for level in 0..depth {
+        if level % 2 == 0 {
+            open.push('[');
+            close.insert(0, ']');
+        } else {
+            open.push_str(r#"{"k[":"#);
+            close.insert(0, '}');
+        }
+    }
+    format!(r#"{open}"[[{{\"]]}}"{close}"#)
+}
+
+/// The next frame of `client`, which must be the error reply to `id`.
+async fn expect_refused(client: &mut Client, id: u64, code: &str) {
+    let reply = client.next_frame().await;
+    assert_eq!(reply["type"], "reply", "{reply}");
+    assert_eq!(reply["id"], id, "{reply}");
+    assert_eq!(reply["error"]["code"], code, "{reply}");
+}
+
+/// A `data` nested 10 000 levels deep (20 KB) was accepted and fanned out
+/// to every subscriber, whose recursive parsers then failed. Over the
+/// WebSocket it is now `bad_frame` (`publish` and `send`; the connection
+/// stays open) and never delivered; `data` exactly at the limit still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_data_is_refused_over_the_websocket_and_never_delivered() {
+    use switchboard::protocol::MAX_DATA_DEPTH;
+    let node = TestNode::memory(|_| {}).await;
+    let mut sub = node.connect("sub").await;
+    let mut publisher = node.connect("pub").await;
+    sub.subscribe("jobs").await;
+
+    let deep = nested(10_000);
+    let over = nested(MAX_DATA_DEPTH + 1);
+    let frames = [
+        format!(r#"{{"type":"publish","id":9001,"channel":"jobs","data":{deep}}}"#),
+        format!(r#"{{"type":"send","id":9002,"user":"sub","data":{deep}}}"#),
+        format!(r#"{{"type":"publish","id":9003,"channel":"jobs","data":{over}}}"#),
+        format!(r#"{{"type":"send","id":9004,"user":"sub","data":{over}}}"#),
+    ];
+    for (id, frame) in (9001..).zip(frames) {
+        publisher.send_text(frame).await;
+        expect_refused(&mut publisher, id, "bad_frame").await;
+    }
+
+    // Exactly at the limit: accepted and delivered. Being the next message
+    // and the next direct the subscriber sees, these show that nothing
+    // refused above reached it.
+    let at_limit: Value = serde_json::from_str(&nested(MAX_DATA_DEPTH)).unwrap();
+    publisher.publish("jobs", at_limit.clone()).await;
+    assert_eq!(sub.expect("message").await["data"], at_limit);
+    publisher
+        .ok(json!({"type": "send", "user": "sub", "data": at_limit}))
+        .await;
+    assert_eq!(sub.expect("direct").await["data"], at_limit);
+}
+
+/// The same over the server API: `publish`, `broadcast` and `send` with a
+/// 10 000-deep `data` get 400 `bad_request` and deliver nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_data_is_refused_by_the_api() {
+    use switchboard::protocol::MAX_DATA_DEPTH;
+    let node = TestNode::memory(|s| s.api_key = Some(common::API_KEY.into())).await;
+    let mut sub = node.connect("sub").await;
+    sub.subscribe("jobs").await;
+    let auth = format!("apikey {}", common::API_KEY);
+    let headers = [("Authorization", auth.as_str())];
+
+    for data in [nested(10_000), nested(MAX_DATA_DEPTH + 1)] {
+        for (path, body) in [
+            (
+                "/api/publish",
+                format!(r#"{{"channel":"jobs","data":{data}}}"#),
+            ),
+            (
+                "/api/broadcast",
+                format!(r#"{{"channels":["jobs"],"data":{data}}}"#),
+            ),
+            ("/api/send", format!(r#"{{"user":"sub","data":{data}}}"#)),
+        ] {
+            let (status, text) = common::http(node.port, "POST", path, &headers, &body).await;
+            assert_eq!(status, 400, "{path}: {text}");
+            let v: Value = serde_json::from_str(&text).expect("JSON error body");
+            assert_eq!(v["error"]["code"], "bad_request", "{path}: {text}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("nested"),
+                "{path}: {text}"
+            );
+        }
+    }
+
+    let at_limit: Value = serde_json::from_str(&nested(MAX_DATA_DEPTH)).unwrap();
+    let (status, body) = node
+        .api(
+            "POST",
+            "/api/publish",
+            Some(&json!({"channel": "jobs", "data": at_limit})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sub.expect("message").await["data"], at_limit);
+    let (status, body) = node
+        .api(
+            "POST",
+            "/api/send",
+            Some(&json!({"user": "sub", "data": at_limit})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sub.expect("direct").await["data"], at_limit);
+}
+
+/// A request without the API key (or with a wrong one) got 400 for a bad
+/// body and 413 for an oversize one: the body was read and judged before
+/// the key. Now every `/api` route answers 401 before looking at the body;
+/// with the right key the body errors are as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_checks_the_key_before_the_body() {
+    let node = TestNode::memory(|s| s.api_key = Some(common::API_KEY.into())).await;
+    let right = format!("apikey {}", common::API_KEY);
+    let wrong = format!("apikey {}x", common::API_KEY);
+    let oversize = json!({
+        "channel": "c",
+        "data": "x".repeat(node.gateway.settings.max_message_bytes + 8192),
+    })
+    .to_string();
+    let call = |path: &'static str, auth: Option<String>, body: String| {
+        let port = node.port;
+        async move {
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("Authorization", a)])
+                .unwrap_or_default();
+            let (status, text) = common::http(port, "POST", path, &headers, &body).await;
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{path} {body:.40}: not JSON: {text}"));
+            (status, v["error"]["code"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    for path in [
+        "/api/publish",
+        "/api/broadcast",
+        "/api/send",
+        "/api/disconnect",
+    ] {
+        for body in ["not json", r#"{"channel":"#, r#"{"nope":1}"#, &oversize] {
+            for auth in [None, Some(wrong.clone())] {
+                let got = call(path, auth.clone(), body.to_owned()).await;
+                assert_eq!(
+                    got,
+                    (401, "unauthorized".to_owned()),
+                    "{path} {auth:?} {body:.40}"
+                );
+            }
+        }
+        let got = call(path, Some(right.clone()), "not json".into()).await;
+        assert_eq!(got, (400, "bad_request".to_owned()), "{path}");
+        let got = call(path, Some(right.clone()), oversize.clone()).await;
+        assert_eq!(got, (413, "payload_too_large".to_owned()), "{path}");
+    }
+    // An unknown endpoint is no exception: no key, no answer about it.
+    let got = call("/api/teleport", None, "{}".into()).await;
+    assert_eq!(got, (401, "unauthorized".to_owned()));
+    let got = call("/api/teleport", Some(right.clone()), "{}".into()).await;
+    assert_eq!(got, (404, "not_found".to_owned()));
+}
