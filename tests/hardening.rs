@@ -235,3 +235,105 @@ async fn a_silent_client_is_closed_at_the_heartbeat_timeout() {
         "closed after {after:?}"
     );
 }
+
+// --- Issue 9, items 5 and 6: the registry on graceful exit, and the exact
+// per-user connection limit. ---
+
+/// Ids of `/api/nodes`, conn ids of `/api/users/<user>/connections` and of
+/// `/api/presence/<channel>`, as `node` answers them.
+async fn listed(node: &TestNode, user: &str, channel: &str) -> [Vec<String>; 3] {
+    let ids = |v: &Value, list: &str, field: &str| -> Vec<String> {
+        v[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {list} in {v}"))
+            .iter()
+            .map(|e| e[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, nodes) = node.api("GET", "/api/nodes", None).await;
+    assert_eq!(status, 200, "{nodes}");
+    let path = format!("/api/users/{user}/connections");
+    let (status, conns) = node.api("GET", &path, None).await;
+    assert_eq!(status, 200, "{conns}");
+    let (status, members) = node
+        .api("GET", &format!("/api/presence/{channel}"), None)
+        .await;
+    assert_eq!(status, 200, "{members}");
+    [
+        ids(&nodes, "nodes", "id"),
+        ids(&conns, "connections", "conn"),
+        ids(&members, "members", "conn"),
+    ]
+}
+
+/// A node stopped with SIGTERM takes itself out of the cluster before it
+/// exits: right after the exit, another node no longer lists it, nor its
+/// client's connection or presence. With a 60 s node heartbeat, expiry
+/// cannot be what removed them; the record stayed for 2.5 heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_is_unlisted_when_it_exits() {
+    use switchboard::config::{Namespace, NamespaceOptions};
+    let redis = RedisServer::start().await;
+    let dir = std::env::temp_dir().join(format!("sb-unlisted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("switchboard.toml");
+    std::fs::write(
+        &config,
+        "[[namespaces]]\nname = \"room\"\npresence = true\n",
+    )
+    .unwrap();
+    let mut stopping = NodeProcess::spawn(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--node-id",
+            "node-stopping",
+            "--node-heartbeat-ms",
+            "60000",
+        ],
+        &[("SWITCHBOARD_REDIS_URL", &redis.url())],
+    );
+    let witness = TestNode::redis(&redis, "node-witness", |s| {
+        s.api_key = Some(common::API_KEY.into());
+        s.namespaces.push(Namespace {
+            name: "room".into(),
+            options: NamespaceOptions {
+                presence: true,
+                ..NamespaceOptions::default()
+            },
+        });
+    })
+    .await;
+    stopping.wait_listening().await;
+    let url = format!("ws://127.0.0.1:{}/ws?user=zed", stopping.port);
+    let mut zed = Client::connect(&url).await;
+    zed.subscribe("room:1").await;
+    let conn = zed.welcome["conn"].as_str().unwrap().to_owned();
+    // Listed while it runs (its first heartbeat runs at start).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let [nodes, conns, members] = listed(&witness, "zed", "room:1").await;
+        if nodes.iter().any(|n| n == "node-stopping") {
+            assert_eq!(conns, [conn.as_str()]);
+            assert_eq!(members, [conn.as_str()]);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never listed: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stopping.signal("-TERM");
+    assert_eq!(zed.ended().await, common::Ended::Close(3001));
+    let status = stopping.wait_exit().await;
+    assert!(status.success(), "exit status {status:?}");
+    // At once, no waiting.
+    let [nodes, conns, members] = listed(&witness, "zed", "room:1").await;
+    assert_eq!(
+        (nodes.as_slice(), conns.as_slice(), members.as_slice()),
+        (&["node-witness".to_owned()][..], &[][..], &[][..]),
+        "(nodes, zed's connections, room:1 presence) right after the exit"
+    );
+}

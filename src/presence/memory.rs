@@ -116,6 +116,21 @@ impl Presence for MemoryPresence {
         done(())
     }
 
+    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
+        self.with(|s| {
+            if let Some(node) = &snapshot.node {
+                s.node.take_if(|n| n.id == node.id);
+            }
+            for client in &snapshot.clients {
+                remove(&mut s.users, &client.user, &client.conn);
+            }
+            for (channel, client) in &snapshot.presence {
+                remove(&mut s.channels, channel, &client.conn);
+            }
+        });
+        done(())
+    }
+
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, PresenceError>> {
         done(self.with(|s| s.node.iter().cloned().collect()))
     }

@@ -107,6 +107,9 @@ pub trait Presence: Send + Sync + 'static {
 
     /// Refresh everything this node owns (its record, its connections, their presence).
     fn heartbeat<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>>;
+    /// Remove everything in the snapshot (its node record, connections and
+    /// their presence): a node leaving the cluster on a graceful exit.
+    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>>;
     /// Live nodes, sorted by id.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, PresenceError>>;
 }

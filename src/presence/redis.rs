@@ -48,8 +48,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 return redis.call('HGETALL', KEYS[1])
 "#;
 
-/// Commands per pipelined round trip during a heartbeat.
+/// Commands per pipelined round trip during a heartbeat (or a withdrawal).
 const HEARTBEAT_BATCH: usize = 256;
+
+/// Members per call of the removal script when a node withdraws.
+const REMOVE_CHUNK: usize = 500;
 
 pub struct RedisPresence {
     pool: Pool,
@@ -155,6 +158,49 @@ impl RedisPresence {
     }
 }
 
+impl RedisPresence {
+    /// Run `script` (whose source is `source`) once per set, with the set's
+    /// hash and expiry keys and the arguments `args` appends, pipelined in
+    /// batches; each round trip is bounded by the timeout.
+    async fn per_set<T>(
+        &self,
+        script: &redis::Script,
+        source: &str,
+        sets: &[(ExpiringSet, T)],
+        args: impl Fn(&mut redis::Pipeline, &T),
+    ) -> Result<(), PresenceError> {
+        let mut conn = self
+            .bounded(async { self.pool.get().await.map_err(unavailable) })
+            .await?;
+        // EVALSHA in a pipeline needs the script loaded (Redis may have restarted).
+        self.bounded(async {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(source)
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
+        for batch in sets.chunks(HEARTBEAT_BATCH) {
+            let mut pipe = redis::pipe();
+            for (set, set_args) in batch {
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(2)
+                    .arg(&set.hash)
+                    .arg(&set.expiry);
+                args(cmd, set_args);
+                cmd.ignore();
+            }
+            self.bounded(async { pipe.query_async::<()>(&mut conn).await.map_err(unavailable) })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("presence records serialise")
 }
@@ -237,40 +283,49 @@ impl Presence for RedisPresence {
                     .push((&client.conn, to_json(&**client)));
             }
             let sets: Vec<_> = sets.into_iter().collect();
-            let mut conn = self
-                .bounded(async { self.pool.get().await.map_err(unavailable) })
-                .await?;
-            // EVALSHA in a pipeline needs the script loaded (Redis may have restarted).
-            self.bounded(async {
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(ADD_LUA)
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .map_err(unavailable)
-            })
-            .await?;
-            for batch in sets.chunks(HEARTBEAT_BATCH) {
-                let mut pipe = redis::pipe();
-                for (set, members) in batch {
-                    let cmd = pipe
-                        .cmd("EVALSHA")
-                        .arg(self.add.get_hash())
-                        .arg(2)
-                        .arg(&set.hash)
-                        .arg(&set.expiry)
-                        .arg(self.ttl_ms());
-                    for (member, value) in members {
-                        cmd.arg(*member).arg(value);
-                    }
-                    cmd.ignore();
+            self.per_set(&self.add, ADD_LUA, &sets, |cmd, members| {
+                cmd.arg(self.ttl_ms());
+                for (member, value) in members {
+                    cmd.arg(*member).arg(value);
                 }
-                self.bounded(async {
-                    pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
-                })
-                .await?;
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
+        async move {
+            let mut sets: BTreeMap<ExpiringSet, Vec<&str>> = BTreeMap::new();
+            if let Some(node) = &snapshot.node {
+                sets.entry(self.keys.nodes()).or_default().push(&node.id);
             }
-            Ok(())
+            for client in &snapshot.clients {
+                sets.entry(self.keys.user_connections(&client.user))
+                    .or_default()
+                    .push(&client.conn);
+            }
+            for (channel, client) in &snapshot.presence {
+                sets.entry(self.keys.channel_presence(channel))
+                    .or_default()
+                    .push(&client.conn);
+            }
+            // The removal script unpacks its members onto Lua's stack, which
+            // is bounded: a set's members go in chunks.
+            let calls: Vec<_> = sets
+                .iter()
+                .flat_map(|(set, members)| {
+                    members
+                        .chunks(REMOVE_CHUNK)
+                        .map(move |chunk| (set.clone(), chunk))
+                })
+                .collect();
+            self.per_set(&self.remove, REMOVE_LUA, &calls, |cmd, members| {
+                for member in *members {
+                    cmd.arg(*member);
+                }
+            })
+            .await
         }
         .boxed()
     }
