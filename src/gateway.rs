@@ -27,7 +27,9 @@ use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Gauges, Metrics};
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
-use crate::presence::{now_ms, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use crate::presence::{
+    now_ms, Admission, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError, Snapshot,
+};
 use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
 use crate::telemetry;
 
@@ -249,14 +251,53 @@ impl Gateway {
         }
     }
 
-    /// A new connection: local registry, cluster registry, direct inbox.
-    /// If the broker is down this logs and goes on: the inbox stays wanted
-    /// and is subscribed when Redis returns; the registry heals on the next
-    /// heartbeat.
+    /// Admit a new connection of `user` under `max_connections_per_user`,
+    /// cluster-wide, before the upgrade: the registry counts the user's
+    /// live connections and registers this one in one atomic step, so a
+    /// burst of simultaneous connects cannot overshoot. `Err(count)`
+    /// refuses. With the registry unreachable it admits with a warning
+    /// (fail-open, so an outage does not lock everyone out); the connection
+    /// is then registered by the next heartbeat after Redis returns.
+    pub async fn admit(&self, conn: &ConnId, user: &str) -> Result<Arc<ClientInfo>, usize> {
+        let client = Arc::new(self.client_info(conn, user));
+        let limit = self.settings.max_connections_per_user;
+        metrics::inc(&self.metrics.presence_ops);
+        match self.presence.admit(&client, limit).await {
+            Ok(Admission::Admitted) => Ok(client),
+            Ok(Admission::Full(count)) => Err(count),
+            Err(e) => {
+                metrics::inc(&self.metrics.presence_errors);
+                tracing::warn!(error = %e, "connection limit not checked; admitted");
+                Ok(client)
+            }
+        }
+    }
+
+    /// Is `user` under `max_connections_per_user`? Only a read, for
+    /// connections that join no registry (`/echo`); fail-open like `admit`.
+    pub async fn check_user_limit(&self, user: &str) -> Result<(), usize> {
+        match self.user_connections(user).await {
+            Ok(conns) if conns.len() >= self.settings.max_connections_per_user => Err(conns.len()),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "connection limit not checked");
+                Ok(())
+            }
+        }
+    }
+
+    /// Undo `admit` for a connection that was not opened after all.
+    pub async fn unadmit(&self, client: &ClientInfo) {
+        self.presence_op(self.presence.unregister(&client.user, &client.conn))
+            .await;
+    }
+
+    /// A new connection, already in the cluster registry (`admit`): local
+    /// registry, direct inbox. If the broker is down this logs and goes on:
+    /// the inbox stays wanted and is subscribed when Redis returns.
     pub async fn attach(self: &Arc<Self>, conn: &ConnId, client: Arc<ClientInfo>, member: Member) {
         self.hub.register(conn.clone(), client.clone(), member);
         metrics::inc(&self.metrics.connections_opened);
-        self.presence_op(self.presence.register(&client)).await;
         let inbox = Topic::User(client.user.clone());
         if self.hub.add(conn, &inbox).is_ok() {
             if let Err(e) = self.broker.subscribe(&inbox).await {

@@ -337,3 +337,148 @@ async fn a_node_stopped_with_sigterm_is_unlisted_when_it_exits() {
         "(nodes, zed's connections, room:1 presence) right after the exit"
     );
 }
+
+/// The soft limit on open files of this process (`ulimit -n`).
+fn open_files_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map_or(u64::MAX, |soft| soft.parse().unwrap_or(u64::MAX))
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Open a WebSocket, or the HTTP status it was refused with.
+async fn try_upgrade(url: &str) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::Error;
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("handshake in time")
+    {
+        Ok((ws, response)) => {
+            assert_eq!(response.status().as_u16(), 101);
+            Ok(ws)
+        }
+        Err(Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("unexpected handshake error {e}"),
+    }
+}
+
+const USER_LIMIT: usize = 100;
+const BURST: usize = 300;
+
+/// Connect `user` BURST times at once, spread over `nodes` (each limited
+/// to USER_LIMIT per user): exactly USER_LIMIT get in, the rest get 429.
+/// Then a closed one makes room for exactly one more.
+async fn burst_admits_exactly_the_limit(nodes: &[&TestNode], user: &str) {
+    use futures_util::StreamExt;
+    // BURST sockets here plus their server ends (the nodes are in process).
+    let files = open_files_limit();
+    assert!(
+        files >= 4 * BURST as u64,
+        "ulimit -n is {files}; the burst needs more"
+    );
+    let urls: Vec<String> = nodes.iter().map(|n| n.ws_url(user)).collect();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(BURST));
+    let attempts: Vec<_> = (0..BURST)
+        .map(|i| {
+            let url = urls[i % urls.len()].clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                try_upgrade(&url).await
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(ws) => admitted.push(ws),
+            Err(429) => refused += 1,
+            Err(status) => panic!("refused with {status}"),
+        }
+    }
+    assert_eq!(
+        (admitted.len(), refused),
+        (USER_LIMIT, BURST - USER_LIMIT),
+        "(admitted, refused with 429)"
+    );
+    for node in nodes {
+        let registered = node.gateway.user_connections(user).await.unwrap();
+        assert_eq!(registered.len(), USER_LIMIT);
+    }
+
+    // Close one: exactly one more fits (the close frame comes after the
+    // connection left the registry, so no waiting).
+    let mut first = admitted.pop().unwrap();
+    first.close(None).await.unwrap();
+    while let Some(Ok(_)) = tokio::time::timeout(WAIT, first.next())
+        .await
+        .expect("close handshake in time")
+    {}
+    let last = urls.last().unwrap();
+    let _another = try_upgrade(last).await.expect("a freed slot is usable");
+    assert_eq!(try_upgrade(&urls[0]).await.err(), Some(429));
+}
+
+fn user_limit(s: &mut Settings) {
+    s.max_connections_per_user = USER_LIMIT;
+    // A timed-out check admits (fail-open): a loaded machine must not turn
+    // into extra admissions here.
+    s.redis_timeout = Duration::from_secs(5);
+}
+
+/// `max_connections_per_user` is exact under a burst: 300 simultaneous
+/// connects of one user split across two nodes, limit 100, admit exactly
+/// 100 and refuse the rest with 429 (they admitted 280 and more when the
+/// registry was read before the connection was registered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_connection_limit_is_exact_under_a_burst() {
+    let redis = RedisServer::start().await;
+    let a = TestNode::redis(&redis, "node-a", user_limit).await;
+    let b = TestNode::redis(&redis, "node-b", user_limit).await;
+    burst_admits_exactly_the_limit(&[&a, &b], "burst").await;
+}
+
+/// The same on a single node without Redis (check-and-insert under the
+/// in-memory registry's lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_connection_limit_is_exact_under_a_burst_in_memory() {
+    let node = TestNode::memory(user_limit).await;
+    burst_admits_exactly_the_limit(&[&node], "burst").await;
+}
+
+/// The exact limit keeps the fail-open rule: with Redis down a connect is
+/// admitted (a warning, not a lockout), and the next heartbeat after Redis
+/// returns puts it in the registry, where it counts against the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_during_a_redis_outage_is_admitted_then_registered() {
+    let mut redis = RedisServer::start().await;
+    let node = TestNode::redis(&redis, "node-a", |s| {
+        s.max_connections_per_user = 1;
+        s.node_heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    redis.kill();
+    node.wait_ready(false).await;
+    let during = node.connect("olga").await;
+    let conn = during.welcome["conn"].as_str().unwrap().to_owned();
+    redis.restart().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let registered = node.gateway.user_connections("olga").await;
+        if registered.is_ok_and(|r| r.iter().any(|c| c.conn == conn)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never registered after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(try_upgrade(&node.ws_url("olga")).await.err(), Some(429));
+}
