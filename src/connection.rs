@@ -28,6 +28,7 @@ use crate::handshake::Permit;
 use crate::hub::{Closer, ConnId, Member};
 use crate::metrics;
 use crate::outbox::Outbox;
+use crate::presence::ClientInfo;
 use crate::protocol::{self, Command, ErrorBody, ErrorCode, Request, ServerFrame};
 use crate::ratelimit::{RateLimit, Verdict};
 use crate::telemetry;
@@ -53,16 +54,18 @@ pub fn new_conn_id() -> ConnId {
     format!("{:016x}", fastrand::u64(..)).into()
 }
 
-/// Serve one upgraded WebSocket until it closes. Runs on the worker that
-/// accepted it (the message stream is not `Send`).
+/// Serve one upgraded WebSocket, admitted as `client` (`Gateway::admit`),
+/// until it closes. Runs on the worker that accepted it (the message
+/// stream is not `Send`).
 pub async fn serve(
     gw: Arc<Gateway>,
     session: Session,
     stream: actix_ws::MessageStream,
     identity: Identity,
+    client: Arc<ClientInfo>,
     permit: Permit,
 ) {
-    let conn = new_conn_id();
+    let conn: ConnId = client.conn.as_str().into();
     let user: Arc<str> = identity.user.into();
     // Logs inside the connection carry conn/user/node. (Its exported
     // lifecycle span is made at close by `telemetry::connection_ended`.)
@@ -73,6 +76,7 @@ pub async fn serve(
     Connection {
         gw,
         conn,
+        client,
         user,
         session,
         outbox,
@@ -91,6 +95,8 @@ pub async fn serve(
 struct Connection {
     gw: Arc<Gateway>,
     conn: ConnId,
+    /// As registered at admission.
+    client: Arc<ClientInfo>,
     user: Arc<str>,
     session: Session,
     /// Deliveries queued by the hub; replies wait behind them (see `reply`).
@@ -121,12 +127,7 @@ impl Connection {
             outbox: outbox.clone(),
             closer: self.closer.clone(),
         };
-        gw.attach(
-            &self.conn,
-            Arc::new(gw.client_info(&self.conn, &self.user)),
-            member,
-        )
-        .await;
+        gw.attach(&self.conn, self.client.clone(), member).await;
         tracing::debug!("connected");
 
         let welcome = ServerFrame::Welcome {

@@ -10,7 +10,7 @@
 //! unsubscribe/resubscribe churn without Redis round trips. Presence and
 //! join/leave events follow the namespace's options.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -22,13 +22,15 @@ use crate::broker::redis::{self as redis_broker, RedisBroker};
 use crate::broker::{Broker, BrokerError, Publication, Published};
 use crate::config::{Rule, Settings};
 use crate::disconnect::Disconnect;
-use crate::handshake::{Admission, Permit, Refusal};
+use crate::handshake::{Handshakes, Permit, Refusal};
 use crate::hub::{ConnId, Hub, HubError, Member};
 use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Gauges, Metrics};
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
-use crate::presence::{now_ms, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use crate::presence::{
+    now_ms, Admission, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError, Snapshot,
+};
 use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
 use crate::telemetry;
 
@@ -60,7 +62,28 @@ pub struct Gateway {
     pub auth: Option<Verifier>,
     started_at: u64,
     draining: AtomicBool,
-    admission: Arc<Admission>,
+    handshakes: Arc<Handshakes>,
+    /// Detaches still writing to the registry (see `settled`).
+    detaching: AtomicUsize,
+    /// Held by a heartbeat while it writes; true once the node has left
+    /// the cluster, after which no heartbeat writes again.
+    left: tokio::sync::Mutex<bool>,
+}
+
+/// Counts a detach from its start to its end (or cancellation).
+struct Detaching<'a>(&'a AtomicUsize);
+
+impl<'a> Detaching<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Detaching(count)
+    }
+}
+
+impl Drop for Detaching<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn broker_error(e: BrokerError) -> ErrorBody {
@@ -124,7 +147,9 @@ impl Gateway {
             auth,
             started_at: now_ms(),
             draining: AtomicBool::new(false),
-            admission: Admission::new(settings.max_pending_handshakes),
+            detaching: AtomicUsize::new(0),
+            left: tokio::sync::Mutex::new(false),
+            handshakes: Handshakes::new(settings.max_pending_handshakes),
             settings,
         }))
     }
@@ -133,9 +158,9 @@ impl Gateway {
         &self.settings.node_id
     }
 
-    /// Take a handshake slot, or the 503 to answer (see `handshake::Admission`).
+    /// Take a handshake slot, or the 503 to answer (see `handshake::Handshakes`).
     pub fn admit_handshake(&self) -> Result<Permit, Refusal> {
-        self.admission.try_admit().inspect_err(|_| {
+        self.handshakes.try_admit().inspect_err(|_| {
             metrics::inc(&self.metrics.handshakes_refused);
         })
     }
@@ -236,14 +261,53 @@ impl Gateway {
         }
     }
 
-    /// A new connection: local registry, cluster registry, direct inbox.
-    /// If the broker is down this logs and goes on: the inbox stays wanted
-    /// and is subscribed when Redis returns; the registry heals on the next
-    /// heartbeat.
+    /// Admit a new connection of `user` under `max_connections_per_user`,
+    /// cluster-wide, before the upgrade: the registry counts the user's
+    /// live connections and registers this one in one atomic step, so a
+    /// burst of simultaneous connects cannot overshoot. `Err(count)`
+    /// refuses. With the registry unreachable it admits with a warning
+    /// (fail-open, so an outage does not lock everyone out); the connection
+    /// is then registered by the next heartbeat after Redis returns.
+    pub async fn admit(&self, conn: &ConnId, user: &str) -> Result<Arc<ClientInfo>, usize> {
+        let client = Arc::new(self.client_info(conn, user));
+        let limit = self.settings.max_connections_per_user;
+        metrics::inc(&self.metrics.presence_ops);
+        match self.presence.admit(&client, limit).await {
+            Ok(Admission::Admitted) => Ok(client),
+            Ok(Admission::Full(count)) => Err(count),
+            Err(e) => {
+                metrics::inc(&self.metrics.presence_errors);
+                tracing::warn!(error = %e, "connection limit not checked; admitted");
+                Ok(client)
+            }
+        }
+    }
+
+    /// Is `user` under `max_connections_per_user`? Only a read, for
+    /// connections that join no registry (`/echo`); fail-open like `admit`.
+    pub async fn check_user_limit(&self, user: &str) -> Result<(), usize> {
+        match self.user_connections(user).await {
+            Ok(conns) if conns.len() >= self.settings.max_connections_per_user => Err(conns.len()),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "connection limit not checked");
+                Ok(())
+            }
+        }
+    }
+
+    /// Undo `admit` for a connection that was not opened after all.
+    pub async fn unadmit(&self, client: &ClientInfo) {
+        self.presence_op(self.presence.unregister(&client.user, &client.conn))
+            .await;
+    }
+
+    /// A new connection, already in the cluster registry (`admit`): local
+    /// registry, direct inbox. If the broker is down this logs and goes on:
+    /// the inbox stays wanted and is subscribed when Redis returns.
     pub async fn attach(self: &Arc<Self>, conn: &ConnId, client: Arc<ClientInfo>, member: Member) {
         self.hub.register(conn.clone(), client.clone(), member);
         metrics::inc(&self.metrics.connections_opened);
-        self.presence_op(self.presence.register(&client)).await;
         let inbox = Topic::User(client.user.clone());
         if self.hub.add(conn, &inbox).is_ok() {
             if let Err(e) = self.broker.subscribe(&inbox).await {
@@ -255,6 +319,7 @@ impl Gateway {
     /// Forget a closed connection: leave its channels (presence, `leave`
     /// events), release topics it was the last on, drop it from the registry.
     pub async fn detach(self: &Arc<Self>, conn: &ConnId) {
+        let _detaching = Detaching::start(&self.detaching);
         let gone = self.hub.unregister(conn);
         metrics::inc(&self.metrics.connections_closed);
         for topic in gone.emptied {
@@ -266,6 +331,39 @@ impl Gateway {
             }
             self.presence_op(self.presence.unregister(&client.user, &client.conn))
                 .await;
+        }
+    }
+
+    /// No connection is attached or still being detached: every closed
+    /// connection has left presence and the registry (or tried to).
+    pub fn settled(&self) -> bool {
+        self.hub.connection_count() == 0 && self.detaching.load(Ordering::SeqCst) == 0
+    }
+
+    /// Leave the cluster on a graceful exit: stop the heartbeat and remove
+    /// what this node still owns — its node record, and any connection
+    /// still attached with its presence — so other nodes stop listing it at
+    /// once instead of 2.5 heartbeats later. Bounded by `redis_timeout`: with
+    /// Redis unreachable, shutdown goes on and the entries expire as after a
+    /// crash.
+    pub async fn leave_cluster(&self) {
+        let timeout = self.settings.redis_timeout;
+        let left = tokio::time::timeout(timeout, async {
+            // Wait out a heartbeat in flight, so it cannot write the record
+            // back after the removal.
+            let mut left = self.left.lock().await;
+            *left = true;
+            self.presence.withdraw(&self.snapshot()).await
+        })
+        .await
+        .unwrap_or(Err(PresenceError::Timeout(timeout)));
+        metrics::inc(&self.metrics.presence_ops);
+        match left {
+            Ok(()) => tracing::info!("left the cluster registry"),
+            Err(e) => {
+                metrics::inc(&self.metrics.presence_errors);
+                tracing::warn!(error = %e, "node not removed from the registry; its entries expire");
+            }
         }
     }
 
@@ -518,13 +616,17 @@ impl Gateway {
     }
 
     /// Refresh this node's record, connections and presence every
-    /// `node_heartbeat`, for as long as the node runs.
+    /// `node_heartbeat`, until the node leaves the cluster.
     pub async fn heartbeat_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.settings.node_heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
             tick.tick().await;
+            let left = self.left.lock().await;
+            if *left {
+                return;
+            }
             match self.presence.heartbeat(&self.snapshot()).await {
                 Ok(()) => failing = false,
                 Err(e) => {

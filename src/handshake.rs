@@ -60,14 +60,14 @@ impl Refusal {
 /// would time out, which is how the node used to collapse above its
 /// connect-rate knee.
 #[derive(Debug)]
-pub struct Admission {
+pub struct Handshakes {
     in_flight: AtomicUsize,
     limit: usize,
 }
 
 /// One admitted handshake; the slot frees when it drops (after welcome).
 #[derive(Debug)]
-pub struct Permit(Arc<Admission>);
+pub struct Permit(Arc<Handshakes>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
@@ -75,9 +75,9 @@ impl Drop for Permit {
     }
 }
 
-impl Admission {
-    pub fn new(limit: usize) -> Arc<Admission> {
-        Arc::new(Admission {
+impl Handshakes {
+    pub fn new(limit: usize) -> Arc<Handshakes> {
+        Arc::new(Handshakes {
             in_flight: AtomicUsize::new(0),
             limit,
         })
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn admission_refuses_past_the_limit_and_frees_slots_on_drop() {
-        let admission = Admission::new(2);
+        let admission = Handshakes::new(2);
         let a = admission.try_admit().unwrap();
         let _b = admission.try_admit().unwrap();
         let refused = admission.try_admit().unwrap_err();

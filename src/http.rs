@@ -89,35 +89,45 @@ async fn upgrade(
     };
     let user = identity.user.clone();
     let limit = gw.settings.max_connections_per_user;
-    match gw.user_connections(&user).await {
-        Ok(conns) if conns.len() >= limit => {
+    let admitted = match endpoint {
+        // Counted and registered in one step, so a burst cannot overshoot;
+        // fail-open if the registry is unreachable (see `Gateway::admit`).
+        Endpoint::Gateway => gw.admit(&connection::new_conn_id(), &user).await.map(Some),
+        // The echo joins no registry: it is only checked against it.
+        Endpoint::Echo => gw.check_user_limit(&user).await.map(|()| None),
+    };
+    let admitted = match admitted {
+        Ok(admitted) => admitted,
+        Err(count) => {
             return Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections",
-                format!(
-                    "user {user:?} already has {} connections (limit {limit})",
-                    conns.len()
-                ),
+                format!("user {user:?} already has {count} connections (limit {limit})"),
             )
             .response();
         }
-        Ok(_) => {}
-        // The registry being unreachable must not lock everyone out.
-        Err(e) => tracing::warn!(error = %e.message, "connection limit not checked"),
-    }
+    };
     let body = guard_frames(req, body, gw.settings.max_message_bytes);
     let (response, session, stream) = match actix_ws::handle(req, body) {
         Ok(parts) => parts,
-        Err(e) => return HttpResponse::from_error(e),
+        Err(e) => {
+            if let Some(client) = &admitted {
+                gw.unadmit(client).await;
+            }
+            return HttpResponse::from_error(e);
+        }
     };
     let gw: Arc<Gateway> = gw.into_inner();
-    match endpoint {
-        Endpoint::Gateway => {
-            // The permit is held until the welcome is out: registering the
-            // connection is part of the handshake's cost.
-            actix_web::rt::spawn(connection::serve(gw, session, stream, identity, permit));
+    match admitted {
+        // `/ws`, already in the registry; the connection leaves it at its end.
+        // The permit is held until the welcome is out: registering the
+        // connection is part of the handshake's cost.
+        Some(client) => {
+            actix_web::rt::spawn(connection::serve(
+                gw, session, stream, identity, client, permit,
+            ));
         }
-        Endpoint::Echo => {
+        None => {
             drop(permit);
             actix_web::rt::spawn(echo::serve(gw, session, stream, identity));
         }

@@ -5,7 +5,9 @@
 //! not actix's: on SIGTERM/SIGINT the node first reports not-ready, waits
 //! `drain_delay` for load balancers to notice, closes every client with the
 //! reconnect-class `shutdown` code, waits up to `drain_timeout` for them to
-//! go, then stops the HTTP server.
+//! go (and leave presence and the connection registry), removes the node's
+//! record and whatever it still owns from the registries (bounded by
+//! `redis_timeout`), then stops the HTTP server.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -62,13 +64,16 @@ impl Drainer {
         tokio::time::sleep(gw.settings.drain_delay).await;
         gw.hub.close_all(Disconnect::Shutdown);
         let deadline = tokio::time::Instant::now() + gw.settings.drain_timeout;
-        while gw.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        while !gw.settled() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let left = gw.hub.connection_count();
         if left > 0 {
             tracing::warn!(left, "drain timeout: dropping remaining connections");
         }
+        // Out of the registry before the process exits, so the cluster
+        // stops listing this node and its clients at once.
+        gw.leave_cluster().await;
         self.heartbeat.abort();
         gw.broker.shutdown();
         self.server.stop(true).await;

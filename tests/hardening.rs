@@ -457,3 +457,250 @@ async fn the_api_checks_the_key_before_the_body() {
     let got = call("/api/teleport", Some(right.clone()), "{}".into()).await;
     assert_eq!(got, (404, "not_found".to_owned()));
 }
+
+// --- Issue 9, items 5 and 6: the registry on graceful exit, and the exact
+// per-user connection limit. ---
+
+/// Ids of `/api/nodes`, conn ids of `/api/users/<user>/connections` and of
+/// `/api/presence/<channel>`, as `node` answers them.
+async fn listed(node: &TestNode, user: &str, channel: &str) -> [Vec<String>; 3] {
+    let ids = |v: &Value, list: &str, field: &str| -> Vec<String> {
+        v[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {list} in {v}"))
+            .iter()
+            .map(|e| e[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, nodes) = node.api("GET", "/api/nodes", None).await;
+    assert_eq!(status, 200, "{nodes}");
+    let path = format!("/api/users/{user}/connections");
+    let (status, conns) = node.api("GET", &path, None).await;
+    assert_eq!(status, 200, "{conns}");
+    let (status, members) = node
+        .api("GET", &format!("/api/presence/{channel}"), None)
+        .await;
+    assert_eq!(status, 200, "{members}");
+    [
+        ids(&nodes, "nodes", "id"),
+        ids(&conns, "connections", "conn"),
+        ids(&members, "members", "conn"),
+    ]
+}
+
+/// A node stopped with SIGTERM takes itself out of the cluster before it
+/// exits: right after the exit, another node no longer lists it, nor its
+/// client's connection or presence. With a 60 s node heartbeat, expiry
+/// cannot be what removed them; the record stayed for 2.5 heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_is_unlisted_when_it_exits() {
+    use switchboard::config::{Namespace, NamespaceOptions};
+    let redis = RedisServer::start().await;
+    let dir = std::env::temp_dir().join(format!("sb-unlisted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("switchboard.toml");
+    std::fs::write(
+        &config,
+        "[[namespaces]]\nname = \"room\"\npresence = true\n",
+    )
+    .unwrap();
+    let mut stopping = NodeProcess::spawn(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--node-id",
+            "node-stopping",
+            "--node-heartbeat-ms",
+            "60000",
+        ],
+        &[("SWITCHBOARD_REDIS_URL", &redis.url())],
+    );
+    let witness = TestNode::redis(&redis, "node-witness", |s| {
+        s.api_key = Some(common::API_KEY.into());
+        s.namespaces.push(Namespace {
+            name: "room".into(),
+            options: NamespaceOptions {
+                presence: true,
+                ..NamespaceOptions::default()
+            },
+        });
+    })
+    .await;
+    stopping.wait_listening().await;
+    let url = format!("ws://127.0.0.1:{}/ws?user=zed", stopping.port);
+    let mut zed = Client::connect(&url).await;
+    zed.subscribe("room:1").await;
+    let conn = zed.welcome["conn"].as_str().unwrap().to_owned();
+    // Listed while it runs (its first heartbeat runs at start).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let [nodes, conns, members] = listed(&witness, "zed", "room:1").await;
+        if nodes.iter().any(|n| n == "node-stopping") {
+            assert_eq!(conns, [conn.as_str()]);
+            assert_eq!(members, [conn.as_str()]);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never listed: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stopping.signal("-TERM");
+    assert_eq!(zed.ended().await, common::Ended::Close(3001));
+    let status = stopping.wait_exit().await;
+    assert!(status.success(), "exit status {status:?}");
+    // At once, no waiting.
+    let [nodes, conns, members] = listed(&witness, "zed", "room:1").await;
+    assert_eq!(
+        (nodes.as_slice(), conns.as_slice(), members.as_slice()),
+        (&["node-witness".to_owned()][..], &[][..], &[][..]),
+        "(nodes, zed's connections, room:1 presence) right after the exit"
+    );
+}
+
+/// The soft limit on open files of this process (`ulimit -n`).
+fn open_files_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map_or(u64::MAX, |soft| soft.parse().unwrap_or(u64::MAX))
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Open a WebSocket, or the HTTP status it was refused with.
+async fn try_upgrade(url: &str) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::Error;
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("handshake in time")
+    {
+        Ok((ws, response)) => {
+            assert_eq!(response.status().as_u16(), 101);
+            Ok(ws)
+        }
+        Err(Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("unexpected handshake error {e}"),
+    }
+}
+
+const USER_LIMIT: usize = 100;
+const BURST: usize = 300;
+
+/// Connect `user` BURST times at once, spread over `nodes` (each limited
+/// to USER_LIMIT per user): exactly USER_LIMIT get in, the rest get 429.
+/// Then a closed one makes room for exactly one more.
+async fn burst_admits_exactly_the_limit(nodes: &[&TestNode], user: &str) {
+    use futures_util::StreamExt;
+    // BURST sockets here plus their server ends (the nodes are in process).
+    let files = open_files_limit();
+    assert!(
+        files >= 4 * BURST as u64,
+        "ulimit -n is {files}; the burst needs more"
+    );
+    let urls: Vec<String> = nodes.iter().map(|n| n.ws_url(user)).collect();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(BURST));
+    let attempts: Vec<_> = (0..BURST)
+        .map(|i| {
+            let url = urls[i % urls.len()].clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                try_upgrade(&url).await
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(ws) => admitted.push(ws),
+            Err(429) => refused += 1,
+            Err(status) => panic!("refused with {status}"),
+        }
+    }
+    assert_eq!(
+        (admitted.len(), refused),
+        (USER_LIMIT, BURST - USER_LIMIT),
+        "(admitted, refused with 429)"
+    );
+    for node in nodes {
+        let registered = node.gateway.user_connections(user).await.unwrap();
+        assert_eq!(registered.len(), USER_LIMIT);
+    }
+
+    // Close one: exactly one more fits (the close frame comes after the
+    // connection left the registry, so no waiting).
+    let mut first = admitted.pop().unwrap();
+    first.close(None).await.unwrap();
+    while let Some(Ok(_)) = tokio::time::timeout(WAIT, first.next())
+        .await
+        .expect("close handshake in time")
+    {}
+    let last = urls.last().unwrap();
+    let _another = try_upgrade(last).await.expect("a freed slot is usable");
+    assert_eq!(try_upgrade(&urls[0]).await.err(), Some(429));
+}
+
+fn user_limit(s: &mut Settings) {
+    s.max_connections_per_user = USER_LIMIT;
+    // A timed-out check admits (fail-open): a loaded machine must not turn
+    // into extra admissions here.
+    s.redis_timeout = Duration::from_secs(5);
+}
+
+/// `max_connections_per_user` is exact under a burst: 300 simultaneous
+/// connects of one user split across two nodes, limit 100, admit exactly
+/// 100 and refuse the rest with 429 (they admitted 280 and more when the
+/// registry was read before the connection was registered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_connection_limit_is_exact_under_a_burst() {
+    let redis = RedisServer::start().await;
+    let a = TestNode::redis(&redis, "node-a", user_limit).await;
+    let b = TestNode::redis(&redis, "node-b", user_limit).await;
+    burst_admits_exactly_the_limit(&[&a, &b], "burst").await;
+}
+
+/// The same on a single node without Redis (check-and-insert under the
+/// in-memory registry's lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_connection_limit_is_exact_under_a_burst_in_memory() {
+    let node = TestNode::memory(user_limit).await;
+    burst_admits_exactly_the_limit(&[&node], "burst").await;
+}
+
+/// The exact limit keeps the fail-open rule: with Redis down a connect is
+/// admitted (a warning, not a lockout), and the next heartbeat after Redis
+/// returns puts it in the registry, where it counts against the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_during_a_redis_outage_is_admitted_then_registered() {
+    let mut redis = RedisServer::start().await;
+    let node = TestNode::redis(&redis, "node-a", |s| {
+        s.max_connections_per_user = 1;
+        s.node_heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    redis.kill();
+    node.wait_ready(false).await;
+    let during = node.connect("olga").await;
+    let conn = during.welcome["conn"].as_str().unwrap().to_owned();
+    redis.restart().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let registered = node.gateway.user_connections("olga").await;
+        if registered.is_ok_and(|r| r.iter().any(|c| c.conn == conn)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never registered after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(try_upgrade(&node.ws_url("olga")).await.err(), Some(429));
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::{ready, BoxFuture, FutureExt};
 
-use super::{ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use super::{Admission, ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
 
 #[derive(Debug, Default)]
 struct State {
@@ -77,17 +77,26 @@ impl Presence for MemoryPresence {
         done(members.unwrap_or_default())
     }
 
-    fn register<'a>(
+    fn admit<'a>(
         &'a self,
         client: &'a Arc<ClientInfo>,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.with(|s| {
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Admission, PresenceError>> {
+        // Count and insert under one lock, as the Redis script does.
+        let admission = self.with(|s| {
+            let held = s.users.get(&client.user).map_or(0, |conns| {
+                conns.len() - usize::from(conns.contains_key(&client.conn))
+            });
+            if held >= limit {
+                return Admission::Full(held);
+            }
             s.users
                 .entry(client.user.clone())
                 .or_default()
-                .insert(client.conn.clone(), client.clone())
+                .insert(client.conn.clone(), client.clone());
+            Admission::Admitted
         });
-        done(())
+        done(admission)
     }
 
     fn unregister<'a>(
@@ -113,6 +122,21 @@ impl Presence for MemoryPresence {
 
     fn heartbeat<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
         self.with(|s| s.node = snapshot.node.clone());
+        done(())
+    }
+
+    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
+        self.with(|s| {
+            if let Some(node) = &snapshot.node {
+                s.node.take_if(|n| n.id == node.id);
+            }
+            for client in &snapshot.clients {
+                remove(&mut s.users, &client.user, &client.conn);
+            }
+            for (channel, client) in &snapshot.presence {
+                remove(&mut s.channels, channel, &client.conn);
+            }
+        });
         done(())
     }
 

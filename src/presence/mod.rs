@@ -37,6 +37,15 @@ pub struct ConnInfo {
     pub connected_at: u64,
 }
 
+/// The registry's answer to a new connection (`Presence::admit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Registered.
+    Admitted,
+    /// Not registered: the user already holds this many live connections.
+    Full(usize),
+}
+
 /// A node's record, refreshed by its heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -88,11 +97,14 @@ pub trait Presence: Send + Sync + 'static {
         channel: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>>;
 
-    /// Record a new connection in the registry.
-    fn register<'a>(
+    /// Record a new connection in the registry if its user has fewer than
+    /// `limit` live connections on every node — counted and added in one
+    /// atomic step, so simultaneous connects cannot overshoot the limit.
+    fn admit<'a>(
         &'a self,
         client: &'a Arc<ClientInfo>,
-    ) -> BoxFuture<'a, Result<(), PresenceError>>;
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Admission, PresenceError>>;
     /// Remove a closed connection from the registry.
     fn unregister<'a>(
         &'a self,
@@ -107,6 +119,9 @@ pub trait Presence: Send + Sync + 'static {
 
     /// Refresh everything this node owns (its record, its connections, their presence).
     fn heartbeat<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>>;
+    /// Remove everything in the snapshot (its node record, connections and
+    /// their presence): a node leaving the cluster on a graceful exit.
+    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>>;
     /// Live nodes, sorted by id.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, PresenceError>>;
 }

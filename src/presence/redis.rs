@@ -13,7 +13,7 @@ use deadpool_redis::Pool;
 use futures_util::future::{BoxFuture, FutureExt};
 use serde::de::DeserializeOwned;
 
-use super::{ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use super::{Admission, ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
 use crate::keys::{ExpiringSet, Keys};
 
 /// KEYS: hash, expiry zset. ARGV: ttl ms, then member, value pairs.
@@ -36,8 +36,11 @@ redis.call('ZREM', KEYS[2], unpack(ARGV))
 return 1
 "#;
 
-/// KEYS: hash, expiry zset. Drops expired members, returns the rest (HGETALL).
-const LIST_LUA: &str = r#"
+/// Lua that sets `now` (ms, Redis clock) and drops the expired members of
+/// the set in KEYS[1] (hash) and KEYS[2] (expiry zset).
+macro_rules! drop_expired_lua {
+    () => {
+        r#"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -45,11 +48,43 @@ for i = 1, #expired, 500 do
   redis.call('HDEL', KEYS[1], unpack(expired, i, math.min(i + 499, #expired)))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-return redis.call('HGETALL', KEYS[1])
-"#;
+"#
+    };
+}
 
-/// Commands per pipelined round trip during a heartbeat.
+/// KEYS: hash, expiry zset. Drops expired members, returns the rest (HGETALL).
+const LIST_LUA: &str = concat!(
+    drop_expired_lua!(),
+    "return redis.call('HGETALL', KEYS[1])\n"
+);
+
+/// KEYS: hash, expiry zset. ARGV: ttl ms, limit, member, value. Drops
+/// expired members, then adds the member (as ADD_LUA does) only if fewer
+/// than `limit` others are live: one atomic check-and-register. Returns
+/// {1, others} when added, {0, live} when not.
+const ADMIT_LUA: &str = concat!(
+    drop_expired_lua!(),
+    r#"
+local live = redis.call('ZCARD', KEYS[2])
+if redis.call('ZSCORE', KEYS[2], ARGV[3]) then
+  live = live - 1
+end
+if live >= tonumber(ARGV[2]) then
+  return {0, live}
+end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return {1, live}
+"#
+);
+
+/// Commands per pipelined round trip during a heartbeat (or a withdrawal).
 const HEARTBEAT_BATCH: usize = 256;
+
+/// Members per call of the removal script when a node withdraws.
+const REMOVE_CHUNK: usize = 500;
 
 pub struct RedisPresence {
     pool: Pool,
@@ -60,6 +95,7 @@ pub struct RedisPresence {
     add: redis::Script,
     remove: redis::Script,
     list: redis::Script,
+    admit: redis::Script,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> PresenceError {
@@ -76,6 +112,7 @@ impl RedisPresence {
             add: redis::Script::new(ADD_LUA),
             remove: redis::Script::new(REMOVE_LUA),
             list: redis::Script::new(LIST_LUA),
+            admit: redis::Script::new(ADMIT_LUA),
         }
     }
 
@@ -155,6 +192,49 @@ impl RedisPresence {
     }
 }
 
+impl RedisPresence {
+    /// Run `script` (whose source is `source`) once per set, with the set's
+    /// hash and expiry keys and the arguments `args` appends, pipelined in
+    /// batches; each round trip is bounded by the timeout.
+    async fn per_set<T>(
+        &self,
+        script: &redis::Script,
+        source: &str,
+        sets: &[(ExpiringSet, T)],
+        args: impl Fn(&mut redis::Pipeline, &T),
+    ) -> Result<(), PresenceError> {
+        let mut conn = self
+            .bounded(async { self.pool.get().await.map_err(unavailable) })
+            .await?;
+        // EVALSHA in a pipeline needs the script loaded (Redis may have restarted).
+        self.bounded(async {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(source)
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
+        for batch in sets.chunks(HEARTBEAT_BATCH) {
+            let mut pipe = redis::pipe();
+            for (set, set_args) in batch {
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(2)
+                    .arg(&set.hash)
+                    .arg(&set.expiry);
+                args(cmd, set_args);
+                cmd.ignore();
+            }
+            self.bounded(async { pipe.query_async::<()>(&mut conn).await.map_err(unavailable) })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("presence records serialise")
 }
@@ -189,15 +269,34 @@ impl Presence for RedisPresence {
         self.list_all(self.keys.channel_presence(channel)).boxed()
     }
 
-    fn register<'a>(
+    fn admit<'a>(
         &'a self,
         client: &'a Arc<ClientInfo>,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.add_one(
-            self.keys.user_connections(&client.user),
-            &client.conn,
-            to_json(&**client),
-        )
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Admission, PresenceError>> {
+        let set = self.keys.user_connections(&client.user);
+        async move {
+            let (added, live): (i64, u64) = self
+                .bounded(async {
+                    let mut conn = self.pool.get().await.map_err(unavailable)?;
+                    self.admit
+                        .key(&set.hash)
+                        .key(&set.expiry)
+                        .arg(self.ttl_ms())
+                        .arg(limit)
+                        .arg(&client.conn)
+                        .arg(to_json(&**client))
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(unavailable)
+                })
+                .await?;
+            Ok(if added == 1 {
+                Admission::Admitted
+            } else {
+                Admission::Full(live as usize)
+            })
+        }
         .boxed()
     }
 
@@ -237,40 +336,49 @@ impl Presence for RedisPresence {
                     .push((&client.conn, to_json(&**client)));
             }
             let sets: Vec<_> = sets.into_iter().collect();
-            let mut conn = self
-                .bounded(async { self.pool.get().await.map_err(unavailable) })
-                .await?;
-            // EVALSHA in a pipeline needs the script loaded (Redis may have restarted).
-            self.bounded(async {
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(ADD_LUA)
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .map_err(unavailable)
-            })
-            .await?;
-            for batch in sets.chunks(HEARTBEAT_BATCH) {
-                let mut pipe = redis::pipe();
-                for (set, members) in batch {
-                    let cmd = pipe
-                        .cmd("EVALSHA")
-                        .arg(self.add.get_hash())
-                        .arg(2)
-                        .arg(&set.hash)
-                        .arg(&set.expiry)
-                        .arg(self.ttl_ms());
-                    for (member, value) in members {
-                        cmd.arg(*member).arg(value);
-                    }
-                    cmd.ignore();
+            self.per_set(&self.add, ADD_LUA, &sets, |cmd, members| {
+                cmd.arg(self.ttl_ms());
+                for (member, value) in members {
+                    cmd.arg(*member).arg(value);
                 }
-                self.bounded(async {
-                    pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
-                })
-                .await?;
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
+        async move {
+            let mut sets: BTreeMap<ExpiringSet, Vec<&str>> = BTreeMap::new();
+            if let Some(node) = &snapshot.node {
+                sets.entry(self.keys.nodes()).or_default().push(&node.id);
             }
-            Ok(())
+            for client in &snapshot.clients {
+                sets.entry(self.keys.user_connections(&client.user))
+                    .or_default()
+                    .push(&client.conn);
+            }
+            for (channel, client) in &snapshot.presence {
+                sets.entry(self.keys.channel_presence(channel))
+                    .or_default()
+                    .push(&client.conn);
+            }
+            // The removal script unpacks its members onto Lua's stack, which
+            // is bounded: a set's members go in chunks.
+            let calls: Vec<_> = sets
+                .iter()
+                .flat_map(|(set, members)| {
+                    members
+                        .chunks(REMOVE_CHUNK)
+                        .map(move |chunk| (set.clone(), chunk))
+                })
+                .collect();
+            self.per_set(&self.remove, REMOVE_LUA, &calls, |cmd, members| {
+                for member in *members {
+                    cmd.arg(*member);
+                }
+            })
+            .await
         }
         .boxed()
     }
