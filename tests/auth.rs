@@ -64,17 +64,22 @@ fn with_jwt(key: JwtKey) -> impl FnOnce(&mut Settings) {
     }
 }
 
-/// Open a WebSocket with an optional bearer token and query; the HTTP status
-/// of a refused handshake, or the client.
-async fn open(node: &TestNode, query: &str, bearer: Option<&str>) -> Result<Client, u16> {
-    let url = format!("ws://127.0.0.1:{}/ws{query}", node.port);
-    let mut request = url.as_str().into_client_request().unwrap();
+/// A WebSocket handshake to `url` with an optional bearer token.
+async fn handshake(url: &str, bearer: Option<&str>) -> Result<(), WsError> {
+    let mut request = url.into_client_request().unwrap();
     if let Some(token) = bearer {
         request
             .headers_mut()
             .insert("Authorization", format!("Bearer {token}").parse().unwrap());
     }
-    match tokio_tungstenite::connect_async(request).await {
+    tokio_tungstenite::connect_async(request).await.map(drop)
+}
+
+/// Open a WebSocket with an optional bearer token and query; the HTTP status
+/// of a refused handshake, or the client.
+async fn open(node: &TestNode, query: &str, bearer: Option<&str>) -> Result<Client, u16> {
+    let url = format!("ws://127.0.0.1:{}/ws{query}", node.port);
+    match handshake(&url, bearer).await {
         Ok(_) => {}
         Err(WsError::Http(response)) => return Err(response.status().as_u16()),
         Err(e) => panic!("handshake error {e}"),
@@ -272,13 +277,7 @@ async fn an_expiring_token_closes_the_connection_unless_refreshed() {
 /// The status and parsed JSON body of a refused handshake.
 async fn refused(node: &TestNode, query: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
     let url = format!("ws://127.0.0.1:{}/ws{query}", node.port);
-    let mut request = url.as_str().into_client_request().unwrap();
-    if let Some(token) = bearer {
-        request
-            .headers_mut()
-            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
+    match handshake(&url, bearer).await {
         Ok(_) => panic!("the handshake was accepted"),
         Err(WsError::Http(response)) => {
             let body = response.body().as_deref().unwrap_or_default();

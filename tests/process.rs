@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{NodeProcess, BIN};
+use common::process::{wait_listening, NodeProcess, BIN};
 use common::{free_port, Client, Ended, WAIT};
 use serde_json::json;
 
@@ -193,17 +193,7 @@ async fn json_logs_carry_the_connection_fields() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn switchboard");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_listening(port).await;
     let c = Client::connect(&format!("ws://127.0.0.1:{port}/ws?user=ann")).await;
     let conn = c.welcome["conn"].as_str().unwrap().to_owned();
     c.close().await;

@@ -36,17 +36,7 @@ impl NodeProcess {
     }
 
     pub async fn wait_listening(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_listening(self.port).await;
     }
 
     pub fn signal(&self, sig: &str) {
@@ -73,5 +63,20 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Wait until something accepts TCP connections on `port`.
+pub async fn wait_listening(port: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
