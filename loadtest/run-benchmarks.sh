@@ -10,7 +10,7 @@
 #   loadtest/run-benchmarks.sh fanout churn   # only these sections
 #   loadtest/run-benchmarks.sh --list         # the sections
 # Environment: OUT (default bench-out), LT (the harness binary), OTLP_PORT,
-# KNEE (the admission section's knee rate, default 5000/s).
+# KNEE (the admission section's knee rate, default 7000/s).
 #
 # Sections (each is named next to its table in docs/benchmarks.md):
 #   connections  table "Connections"      5 connect runs (24k, 32k, 7000/s, 8500/s, 10000/s)
@@ -94,15 +94,30 @@ section_tracing() {
 }
 
 # Handshake admission: offered the knee rate, then twice it, with the
-# default max_pending_handshakes and with the limit out of reach (the
-# behaviour before admission control existed).
+# default max_pending_handshakes (1024), a tighter 512, a looser 4096, and
+# the limit out of reach (the behaviour before admission control existed). Each run waits
+# for the previous run's TIME_WAIT sockets to clear: thousands of them
+# skew the next connect run.
 section_admission() {
-  local knee=${KNEE:-5000}
+  local knee=${KNEE:-7000}
   local twice=$((2 * knee))
-  run admission-knee connect --connections $((2 * knee)) --rate "$knee" --hold 1
-  run admission-2x-on connect --connections $((2 * twice)) --rate "$twice" --hold 1
-  run admission-2x-off connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
+  quiet_sockets; run admission-knee connect --connections $((2 * knee)) --rate "$knee" --hold 1
+  quiet_sockets; run admission-2x-default connect --connections $((2 * twice)) --rate "$twice" --hold 1
+  quiet_sockets; run admission-2x-512 connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
+    --node-arg=--max-pending-handshakes --node-arg=512
+  quiet_sockets; run admission-2x-4096 connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
+    --node-arg=--max-pending-handshakes --node-arg=4096
+  quiet_sockets; run admission-2x-off connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
     --node-arg=--max-pending-handshakes --node-arg=1000000
+}
+
+# Wait (up to 2 minutes) until fewer than 1000 sockets are in TIME_WAIT.
+quiet_sockets() {
+  local tries=0 tw
+  while tw=$(ss -s | sed -n 's/.*timewait \([0-9]*\).*/\1/p') && [ "${tw:-0}" -gt 1000 ] && [ "$tries" -lt 24 ]; do
+    sleep 5
+    tries=$((tries + 1))
+  done
 }
 
 # The sink started by the tracing section, stopped however the script ends.
