@@ -94,7 +94,8 @@ section_tracing() {
 }
 
 # Handshake admission: offered the knee rate, then twice it, with the
-# default max_pending_handshakes (1024), a tighter 512, a looser 4096, and
+# default max_pending_handshakes (1024), a tighter 512, a looser 4096, the
+# default with clients that retry refused upgrades after Retry-After, and
 # the limit out of reach (the behaviour before admission control existed). Each run waits
 # for the previous run's TIME_WAIT sockets to clear: thousands of them
 # skew the next connect run.
@@ -107,6 +108,8 @@ section_admission() {
     --node-arg=--max-pending-handshakes --node-arg=512
   quiet_sockets; run admission-2x-4096 connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
     --node-arg=--max-pending-handshakes --node-arg=4096
+  quiet_sockets; run admission-2x-retry connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
+    --retry-refused 5
   quiet_sockets; run admission-2x-off connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
     --node-arg=--max-pending-handshakes --node-arg=1000000
 }

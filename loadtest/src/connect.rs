@@ -34,7 +34,12 @@ pub struct ConnectParams {
     pub hold_s: f64,
     /// Worker processes (0 = one per 15 000 connections).
     pub workers: usize,
+    /// Retries of an upgrade refused with 503 (after Retry-After + jitter).
+    pub retry_refused: u32,
 }
+
+/// The wait a node asks for in `Retry-After` (it always sends 1 s).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// What a worker reports once its ramp is done.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -43,6 +48,9 @@ pub struct WorkerReport {
     pub established: u64,
     pub errors: Vec<String>,
     pub error_count: u64,
+    /// Upgrades refused with 503 and tried again.
+    #[serde(default)]
+    pub retried: u64,
     /// Handshake latencies, µs.
     pub handshakes_us: Vec<u32>,
     /// Seconds from the first scheduled connection to the last established one.
@@ -59,6 +67,7 @@ pub async fn ramp(
     rate: f64,
     counters: Arc<Counters>,
     release: watch::Receiver<bool>,
+    retry_refused: u32,
 ) -> WorkerReport {
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
@@ -75,19 +84,29 @@ pub async fn ramp(
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             counters.sent.fetch_add(1, Ordering::Relaxed);
-            let t = Instant::now();
-            let result = client::connect(&url, &sources).await;
-            let took = t.elapsed();
-            let mut ws = match result {
-                Ok((ws, _)) => ws,
-                Err(e) => {
-                    let _ = done_tx.send(Err(format!("{e:#}")));
-                    return;
+            let mut retries = 0;
+            // The latency of the attempt that succeeds: retry waits are
+            // the client's choice, not the server's queue.
+            let (mut ws, took) = loop {
+                let t = Instant::now();
+                match client::connect(&url, &sources).await {
+                    Ok((ws, _)) => break (ws, t.elapsed()),
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        if retries < retry_refused && e.contains("503") {
+                            retries += 1;
+                            let jitter = RETRY_AFTER.mul_f64(fastrand::f64());
+                            tokio::time::sleep(RETRY_AFTER + jitter).await;
+                            continue;
+                        }
+                        let _ = done_tx.send(Err((e, retries)));
+                        return;
+                    }
                 }
             };
             counters.delivered.fetch_add(1, Ordering::Relaxed);
             counters.connections.fetch_add(1, Ordering::Relaxed);
-            let _ = done_tx.send(Ok((took, Instant::now())));
+            let _ = done_tx.send(Ok((took, Instant::now(), retries)));
             // Hold: keep reading so pings are answered, until released.
             loop {
                 tokio::select! {
@@ -107,14 +126,16 @@ pub async fn ramp(
     let mut last = start;
     for task in tasks {
         match task.await {
-            Ok(Ok((took, at))) => {
+            Ok(Ok((took, at, retries))) => {
+                report.retried += u64::from(retries);
                 report.established += 1;
                 report
                     .handshakes_us
                     .push(took.as_micros().min(u32::MAX as u128) as u32);
                 last = last.max(at);
             }
-            Ok(Err(e)) => {
+            Ok(Err((e, retries))) => {
+                report.retried += u64::from(retries);
                 report.error_count += 1;
                 if report.errors.len() < 10 {
                     report.errors.push(e);
@@ -158,6 +179,7 @@ pub async fn run(env: &Env, p: &ConnectParams) -> anyhow::Result<Summary> {
                 p.rate,
                 counters.clone(),
                 release_rx,
+                p.retry_refused,
             )
             .await,
         );
@@ -180,6 +202,7 @@ pub async fn run(env: &Env, p: &ConnectParams) -> anyhow::Result<Summary> {
                     &first.to_string(),
                 ])
                 .args(["--rate", &(p.rate / workers as f64).to_string()])
+                .args(["--retry-refused", &p.retry_refused.to_string()])
                 // Each worker binds its own loopback source (one source
                 // address has ~28k ephemeral ports for all destinations).
                 .args(["--source-ip-offset", &w.to_string(), "--source-ips", "1"])
@@ -224,6 +247,7 @@ pub async fn run(env: &Env, p: &ConnectParams) -> anyhow::Result<Summary> {
         figures.attempted += r.attempted;
         figures.established += r.established;
         figures.errors += r.error_count;
+        figures.retried += r.retried;
         errors.extend(r.errors.iter().cloned());
         ramp_s = ramp_s.max(r.ramp_s);
         for &us in &r.handshakes_us {
@@ -265,6 +289,7 @@ pub async fn worker(
     count: usize,
     first: usize,
     rate: f64,
+    retry_refused: u32,
 ) -> anyhow::Result<()> {
     let (release_tx, release_rx) = watch::channel(false);
     let counters = Arc::new(Counters::default());
@@ -276,6 +301,7 @@ pub async fn worker(
         rate,
         counters,
         release_rx,
+        retry_refused,
     )
     .await;
     println!("{}", serde_json::to_string(&report)?);

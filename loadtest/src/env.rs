@@ -91,6 +91,7 @@ impl Env {
             attempted: count as u64,
             established: out.len() as u64,
             errors: failed,
+            retried: 0,
             rate_per_s: out.len() as f64 / secs,
             handshake: (!handshake.is_empty()).then(|| summarize(&handshake)),
             memory_per_connection_bytes: None,

@@ -66,6 +66,9 @@ pub fn headline(s: &summary::Summary) -> String {
             "  connections {}/{} ({} errors) at {:.0}/s",
             c.established, c.attempted, c.errors, c.rate_per_s
         ));
+        if c.retried > 0 {
+            out.push_str(&format!(", {} refused upgrades retried", c.retried));
+        }
         if let Some(m) = c.memory_per_connection_bytes {
             out.push_str(&format!(", node memory {:.0} B/connection", m));
         }

@@ -96,6 +96,11 @@ enum Cmd {
         /// Worker processes (0 = one per 15 000 connections).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Retry an upgrade refused with 503 up to this many times, after
+        /// its Retry-After plus up to as much again of jitter, as a
+        /// well-behaved client would (0: a refusal is final).
+        #[arg(long, default_value_t = 0)]
+        retry_refused: u32,
     },
     /// U users sending direct messages to each other across nodes.
     Direct {
@@ -151,6 +156,8 @@ enum Cmd {
         source_ip_offset: usize,
         #[arg(long, default_value_t = 0)]
         source_ips: usize,
+        #[arg(long, default_value_t = 0)]
+        retry_refused: u32,
     },
 }
 
@@ -247,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             hold,
             workers,
+            retry_refused,
         } => {
             let (env, _cluster) = environment(&common, connections).await?;
             let params = ConnectParams {
@@ -254,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
                 rate,
                 hold_s: hold,
                 workers,
+                retry_refused,
             };
             finish(&common, &connect::run(&env, &params).await?)
         }
@@ -328,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             source_ip_offset,
             source_ips,
+            retry_refused,
         } => {
             connect::worker(
                 nodes,
@@ -335,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
                 connections,
                 first,
                 rate,
+                retry_refused,
             )
             .await
         }

@@ -36,6 +36,8 @@ pub struct ConnectFigures {
     pub attempted: u64,
     pub established: u64,
     pub errors: u64,
+    /// Upgrades refused with 503 and tried again (`--retry-refused`).
+    pub retried: u64,
     /// Established connections per second over the ramp.
     pub rate_per_s: f64,
     /// TCP connect + upgrade + `welcome`, ms.
