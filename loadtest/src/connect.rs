@@ -57,18 +57,33 @@ pub struct WorkerReport {
     pub ramp_s: f64,
 }
 
+/// Which connections one ramp opens, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct RampPlan {
+    pub count: usize,
+    /// User names start at `c{first}`.
+    pub first: usize,
+    /// New connections per second.
+    pub rate: f64,
+    /// Retries of an upgrade refused with 503.
+    pub retry_refused: u32,
+}
+
 /// Open `count` connections (user names from `first`) at `rate`/s, report
 /// when all are open, then hold them until `release` fires.
 pub async fn ramp(
     nodes: &[String],
     sources: Arc<Sources>,
-    count: usize,
-    first: usize,
-    rate: f64,
+    plan: RampPlan,
     counters: Arc<Counters>,
     release: watch::Receiver<bool>,
-    retry_refused: u32,
 ) -> WorkerReport {
+    let RampPlan {
+        count,
+        first,
+        rate,
+        retry_refused,
+    } = plan;
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let mut tasks = Vec::with_capacity(count);
@@ -174,12 +189,14 @@ pub async fn run(env: &Env, p: &ConnectParams) -> anyhow::Result<Summary> {
             ramp(
                 &env.nodes,
                 env.sources.clone(),
-                p.connections,
-                0,
-                p.rate,
+                RampPlan {
+                    count: p.connections,
+                    first: 0,
+                    rate: p.rate,
+                    retry_refused: p.retry_refused,
+                },
                 counters.clone(),
                 release_rx,
-                p.retry_refused,
             )
             .await,
         );
@@ -293,17 +310,13 @@ pub async fn worker(
 ) -> anyhow::Result<()> {
     let (release_tx, release_rx) = watch::channel(false);
     let counters = Arc::new(Counters::default());
-    let report = ramp(
-        &nodes,
-        Arc::new(sources),
+    let plan = RampPlan {
         count,
         first,
         rate,
-        counters,
-        release_rx,
         retry_refused,
-    )
-    .await;
+    };
+    let report = ramp(&nodes, Arc::new(sources), plan, counters, release_rx).await;
     println!("{}", serde_json::to_string(&report)?);
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut line = String::new();

@@ -177,6 +177,7 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
             rate: 1000.0,
             hold_s: 0.2,
             workers: 1,
+            retry_refused: 0,
         },
     )
     .await
