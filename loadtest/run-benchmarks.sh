@@ -94,24 +94,20 @@ section_tracing() {
 }
 
 # Handshake admission: offered the knee rate, then twice it, with the
-# default max_pending_handshakes (1024), a tighter 512, a looser 4096, the
-# default with clients that retry refused upgrades after Retry-After, and
-# the limit out of reach (the behaviour before admission control existed). Each run waits
+# default max_pending_handshakes (4096), a tighter 1024, the default with
+# clients that retry refused upgrades after Retry-After, and the limit out
+# of reach (the behaviour before admission control existed). Each run waits
 # for the previous run's TIME_WAIT sockets to clear: thousands of them
 # skew the next connect run.
 section_admission() {
   local knee=${KNEE:-7000}
   local twice=$((2 * knee))
+  local burst=(connect --connections $((2 * twice)) --rate "$twice" --hold 1)
   quiet_sockets; run admission-knee connect --connections $((2 * knee)) --rate "$knee" --hold 1
-  quiet_sockets; run admission-2x-default connect --connections $((2 * twice)) --rate "$twice" --hold 1
-  quiet_sockets; run admission-2x-512 connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
-    --node-arg=--max-pending-handshakes --node-arg=512
-  quiet_sockets; run admission-2x-4096 connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
-    --node-arg=--max-pending-handshakes --node-arg=4096
-  quiet_sockets; run admission-2x-retry connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
-    --retry-refused 5
-  quiet_sockets; run admission-2x-off connect --connections $((2 * twice)) --rate "$twice" --hold 1 \
-    --node-arg=--max-pending-handshakes --node-arg=1000000
+  quiet_sockets; run admission-2x-default "${burst[@]}"
+  quiet_sockets; run admission-2x-1024 "${burst[@]}" --node-arg=--max-pending-handshakes --node-arg=1024
+  quiet_sockets; run admission-2x-retry "${burst[@]}" --retry-refused 5
+  quiet_sockets; run admission-2x-off "${burst[@]}" --node-arg=--max-pending-handshakes --node-arg=1000000
 }
 
 # Wait (up to 2 minutes) until fewer than 1000 sockets are in TIME_WAIT.

@@ -120,7 +120,7 @@ pub struct Cli {
     /// Most connections one user may hold across the cluster (default 100).
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER")]
     pub max_connections_per_user: Option<usize>,
-    /// Upgrades in progress (until the welcome frame) before more are answered 503 (default 1024).
+    /// Upgrades in progress (until the welcome frame) before more are answered 503 (default 4096).
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_HANDSHAKES")]
     pub max_pending_handshakes: Option<usize>,
     /// Frames a connection may send per second before they are refused (default 100).
@@ -543,7 +543,7 @@ impl Settings {
         let max_pending_handshakes = cli
             .max_pending_handshakes
             .or(file.max_pending_handshakes)
-            .unwrap_or(1024);
+            .unwrap_or(4096);
         if max_pending_handshakes == 0 {
             return Err(invalid("max_pending_handshakes", "must be at least 1"));
         }
