@@ -97,7 +97,7 @@ async fn wait_healthy(port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_autobahn_case_through_kosoku() {
     let Some(version) = kosoku_version() else {
-        // .ci/run installs it; a developer machine may not have it.
+        // scripts/test installs it; plain `cargo test` may run without it.
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must provide python3 with kosoku {KOSOKU_VERSION}"

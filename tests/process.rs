@@ -143,7 +143,7 @@ async fn the_python_example_client_gets_a_reply_from_a_default_node() {
         .status()
         .is_ok_and(|s| s.success());
     if !have_websockets {
-        // .ci/run installs it; a developer machine may not have it.
+        // scripts/test installs it; plain `cargo test` may run without it.
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must provide python3 with `websockets`"

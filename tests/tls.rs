@@ -35,7 +35,7 @@ fn available(program: &str, args: &[&str]) -> bool {
 async fn wss_through_a_tls_terminating_proxy() {
     let have = available("nginx", &["-v"]) && available("python3", &["-c", "import websockets"]);
     if !have {
-        // .ci/run installs both; a developer machine may not have them.
+        // scripts/test installs both; plain `cargo test` may run without them.
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must provide nginx and python3 websockets"

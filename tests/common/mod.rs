@@ -67,7 +67,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server); .ci/run installs it");
+            .expect("redis-server must be installed (apt-get install redis-server); scripts/test installs it");
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
