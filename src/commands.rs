@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use crate::auth::Access;
-use crate::gateway::{Action, Gateway};
+use crate::gateway::Gateway;
 use crate::hub::ConnId;
 use crate::metrics;
+use crate::permissions::Action;
 use crate::protocol::{Command, ErrorBody, ErrorCode, Request, ServerFrame};
 
 /// Who is asking: the connection, its user and what its token allows.

@@ -632,21 +632,14 @@ impl Settings {
     /// The options of a channel's namespace, or None if the namespace is
     /// not configured. Channels without a colon are in the default namespace.
     pub fn namespace(&self, channel: &str) -> Option<&NamespaceOptions> {
-        static PERSONAL: NamespaceOptions = NamespaceOptions {
-            presence: false,
-            join_leave: false,
-            subscribe: Rule::Any,
-            publish: Rule::Any,
-            presence_for: Rule::Any,
-        };
         match channel.split_once(':') {
             None => Some(&self.default_namespace),
-            // `user:` always exists: personal channels, owner-only (see gateway).
+            // `user:` always exists: personal channels, owner-only (see permissions).
             Some(("user", _)) => Some(
                 self.namespaces
                     .iter()
                     .find(|n| n.name == "user")
-                    .map_or(&PERSONAL, |n| &n.options),
+                    .map_or(&crate::permissions::PERSONAL_NAMESPACE, |n| &n.options),
             ),
             Some((ns, _)) => self
                 .namespaces

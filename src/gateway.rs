@@ -20,12 +20,13 @@ use crate::auth::{Access, Verifier};
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{self as redis_broker, RedisBroker};
 use crate::broker::{Broker, BrokerError, Publication, Published};
-use crate::config::{Rule, Settings};
+use crate::config::{NamespaceOptions, Settings};
 use crate::disconnect::Disconnect;
 use crate::handshake::{Handshakes, Permit, Refusal};
 use crate::hub::{ConnId, Hub, HubError, Member};
 use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Gauges, Metrics};
+use crate::permissions::{self, Action, Asker};
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
 use crate::presence::{
@@ -33,24 +34,6 @@ use crate::presence::{
 };
 use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
 use crate::telemetry;
-
-/// What a connection asks to do on a channel, for `Gateway::authorize`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Subscribe,
-    Publish,
-    Presence,
-}
-
-impl Action {
-    fn verb(self) -> &'static str {
-        match self {
-            Action::Subscribe => "subscribe",
-            Action::Publish => "publish",
-            Action::Presence => "read presence",
-        }
-    }
-}
 
 pub struct Gateway {
     pub settings: Settings,
@@ -191,14 +174,18 @@ impl Gateway {
 
     /// A channel name is valid and its namespace is configured.
     pub fn check_channel(&self, channel: &str) -> Result<(), ErrorBody> {
+        self.namespace_of(channel).map(drop)
+    }
+
+    /// The options of a valid channel's namespace, or why there are none.
+    fn namespace_of(&self, channel: &str) -> Result<&NamespaceOptions, ErrorBody> {
         check_channel(channel)?;
-        if !self.settings.namespace_exists(channel) {
-            return Err(ErrorBody::new(
+        self.settings.namespace(channel).ok_or_else(|| {
+            ErrorBody::new(
                 ErrorCode::UnknownChannel,
                 format!("channel {channel:?} is in a namespace this gateway does not define"),
-            ));
-        }
-        Ok(())
+            )
+        })
     }
 
     /// The client info of a connection that is about to be attached.
@@ -214,7 +201,8 @@ impl Gateway {
     }
 
     /// May this connection do `action` on `channel`? The namespace's rule
-    /// decides, and a personal channel `user:ID[:...]` is its owner's alone.
+    /// decides, and a personal channel `user:ID[:...]` is its owner's alone
+    /// (see `permissions`).
     pub fn authorize(
         &self,
         conn: &ConnId,
@@ -223,42 +211,21 @@ impl Gateway {
         channel: &str,
         action: Action,
     ) -> Result<(), ErrorBody> {
-        self.check_channel(channel)?;
-        let forbidden = |why: &str| {
-            Err(ErrorBody::new(
+        let ns = self.namespace_of(channel)?;
+        let asker = Asker {
+            user,
+            access,
+            subscribed: || {
+                self.hub
+                    .is_subscribed(conn, &Topic::Channel(channel.to_owned()))
+            },
+        };
+        permissions::check(ns, channel, action, asker).map_err(|why| {
+            ErrorBody::new(
                 ErrorCode::Forbidden,
                 format!("not allowed to {} on {channel:?}: {why}", action.verb()),
-            ))
-        };
-        if let Some(rest) = channel.strip_prefix("user:") {
-            let owner = rest.split(':').next().unwrap_or_default();
-            if owner != user {
-                return forbidden("a personal channel is for its owner only");
-            }
-        }
-        let ns = self.settings.namespace(channel).expect("checked above");
-        let rule = match action {
-            Action::Subscribe => ns.subscribe,
-            Action::Publish => ns.publish,
-            Action::Presence => ns.presence_for,
-        };
-        match rule {
-            Rule::Any => Ok(()),
-            Rule::Token if access.authenticated => Ok(()),
-            Rule::Token => forbidden("a token is required"),
-            Rule::Claim if access.claim_allows(channel) => Ok(()),
-            Rule::Claim => forbidden("the token's `channels` claim does not list it"),
-            Rule::Subscribers if action == Action::Subscribe => Ok(()),
-            Rule::Subscribers
-                if self
-                    .hub
-                    .is_subscribed(conn, &Topic::Channel(channel.to_owned())) =>
-            {
-                Ok(())
-            }
-            Rule::Subscribers => forbidden("subscribe first"),
-            Rule::Server => forbidden("only the server API may"),
-        }
+            )
+        })
     }
 
     /// Admit a new connection of `user` under `max_connections_per_user`,

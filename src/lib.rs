@@ -16,6 +16,7 @@
 //! * [`echo`] — `/echo`, an echoing WebSocket for conformance tests (off by default).
 //! * [`protocol`] — client commands and server frames (wire protocol v1).
 //! * [`gateway`] — the node's services: subscriptions, publish, presence, API operations.
+//! * [`permissions`] — who may subscribe, publish, read presence: namespace rules and personal channels, pure.
 //! * [`commands`] — client commands executed against the gateway.
 //! * [`hub`] — node-local topic → outbox registry.
 //! * [`outbox`] — the bounded per-connection queue (slow consumer → close).
@@ -54,6 +55,7 @@ pub mod hub;
 pub mod keys;
 pub mod metrics;
 pub mod outbox;
+pub mod permissions;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
