@@ -29,9 +29,7 @@ use crate::metrics::{self, Gauges, Metrics};
 use crate::permissions::{self, Action, Asker};
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
-use crate::presence::{
-    now_ms, Admission, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError, Snapshot,
-};
+use crate::presence::{now_ms, Admission, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError};
 use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
 use crate::telemetry;
 
@@ -48,9 +46,6 @@ pub struct Gateway {
     handshakes: Arc<Handshakes>,
     /// Detaches still writing to the registry (see `settled`).
     detaching: AtomicUsize,
-    /// Held by a heartbeat while it writes; true once the node has left
-    /// the cluster, after which no heartbeat writes again.
-    left: tokio::sync::Mutex<bool>,
 }
 
 /// Counts a detach from its start to its end (or cancellation).
@@ -131,10 +126,14 @@ impl Gateway {
             started_at: now_ms(),
             draining: AtomicBool::new(false),
             detaching: AtomicUsize::new(0),
-            left: tokio::sync::Mutex::new(false),
             handshakes: Handshakes::new(settings.max_pending_handshakes),
             settings,
         }))
+    }
+
+    /// When this node started (ms since the epoch), for its node record.
+    pub fn started_at(&self) -> u64 {
+        self.started_at
     }
 
     pub fn node_id(&self) -> &str {
@@ -305,33 +304,6 @@ impl Gateway {
     /// connection has left presence and the registry (or tried to).
     pub fn settled(&self) -> bool {
         self.hub.connection_count() == 0 && self.detaching.load(Ordering::SeqCst) == 0
-    }
-
-    /// Leave the cluster on a graceful exit: stop the heartbeat and remove
-    /// what this node still owns — its node record, and any connection
-    /// still attached with its presence — so other nodes stop listing it at
-    /// once instead of 2.5 heartbeats later. Bounded by `redis_timeout`: with
-    /// Redis unreachable, shutdown goes on and the entries expire as after a
-    /// crash.
-    pub async fn leave_cluster(&self) {
-        let timeout = self.settings.redis_timeout;
-        let left = tokio::time::timeout(timeout, async {
-            // Wait out a heartbeat in flight, so it cannot write the record
-            // back after the removal.
-            let mut left = self.left.lock().await;
-            *left = true;
-            self.presence.withdraw(&self.snapshot()).await
-        })
-        .await
-        .unwrap_or(Err(PresenceError::Timeout(timeout)));
-        metrics::inc(&self.metrics.presence_ops);
-        match left {
-            Ok(()) => tracing::info!("left the cluster registry"),
-            Err(e) => {
-                metrics::inc(&self.metrics.presence_errors);
-                tracing::warn!(error = %e, "node not removed from the registry; its entries expire");
-            }
-        }
     }
 
     /// Count and log a failed presence write; the heartbeat repairs it.
@@ -551,59 +523,5 @@ impl Gateway {
     /// Live nodes of the cluster (this one alone in memory mode).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ErrorBody> {
         self.presence.nodes().await.map_err(presence_error)
-    }
-
-    /// What this node owns, for its heartbeat.
-    pub fn snapshot(&self) -> Snapshot {
-        let gauges = self.gauges();
-        let mut snapshot = Snapshot {
-            node: Some(NodeInfo {
-                id: self.node_id().to_owned(),
-                connections: gauges.connections,
-                subscriptions: gauges.subscriptions,
-                channels: gauges.channels,
-                started_at: self.started_at,
-                updated_at: now_ms(),
-            }),
-            ..Snapshot::default()
-        };
-        for (client, channels) in self.hub.snapshot() {
-            for channel in channels {
-                if self
-                    .settings
-                    .namespace(&channel)
-                    .is_some_and(|ns| ns.presence)
-                {
-                    snapshot.presence.push((channel, client.clone()));
-                }
-            }
-            snapshot.clients.push(client);
-        }
-        snapshot
-    }
-
-    /// Refresh this node's record, connections and presence every
-    /// `node_heartbeat`, until the node leaves the cluster.
-    pub async fn heartbeat_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.settings.node_heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tick.tick().await;
-            let left = self.left.lock().await;
-            if *left {
-                return;
-            }
-            match self.presence.heartbeat(&self.snapshot()).await {
-                Ok(()) => failing = false,
-                Err(e) => {
-                    metrics::inc(&self.metrics.presence_errors);
-                    if !failing {
-                        tracing::warn!(error = %e, "node heartbeat failed; retrying every interval");
-                    }
-                    failing = true;
-                }
-            }
-        }
     }
 }

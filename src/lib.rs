@@ -18,6 +18,7 @@
 //! * [`gateway`] — the node's services: subscriptions, publish, presence, API operations.
 //! * [`permissions`] — who may subscribe, publish, read presence: namespace rules and personal channels, pure.
 //! * [`commands`] — client commands executed against the gateway.
+//! * [`node_heartbeat`] — the node's record, registry and presence refreshed on a timer; leaving on exit.
 //! * [`hub`] — node-local topic → outbox registry.
 //! * [`outbox`] — the bounded per-connection queue (slow consumer → close).
 //! * [`broker`] — the `Broker` trait, in-memory and Redis implementations,
@@ -54,6 +55,7 @@ pub mod http;
 pub mod hub;
 pub mod keys;
 pub mod metrics;
+pub mod node_heartbeat;
 pub mod outbox;
 pub mod permissions;
 pub mod presence;

@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::disconnect::Disconnect;
 use crate::gateway::Gateway;
 use crate::http;
+use crate::node_heartbeat::NodeHeartbeat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -42,7 +43,7 @@ pub struct Application {
     port: u16,
     server: Server,
     gateway: Arc<Gateway>,
-    heartbeat: tokio::task::AbortHandle,
+    heartbeat: Arc<NodeHeartbeat>,
 }
 
 /// Triggers the drain sequence from outside (tests, signal handler).
@@ -50,7 +51,7 @@ pub struct Application {
 pub struct Drainer {
     gateway: Arc<Gateway>,
     server: ServerHandle,
-    heartbeat: tokio::task::AbortHandle,
+    heartbeat: Arc<NodeHeartbeat>,
 }
 
 impl Drainer {
@@ -73,8 +74,7 @@ impl Drainer {
         }
         // Out of the registry before the process exits, so the cluster
         // stops listing this node and its clients at once.
-        gw.leave_cluster().await;
-        self.heartbeat.abort();
+        self.heartbeat.leave(gw).await;
         gw.broker.shutdown();
         self.server.stop(true).await;
     }
@@ -95,7 +95,7 @@ impl Application {
         let echo_endpoint = settings.echo_endpoint;
         let auth = settings.jwt.as_ref().map(Verifier::load).transpose()?;
         let gateway = Gateway::new(settings, auth)?;
-        let heartbeat = tokio::spawn(gateway.clone().heartbeat_loop()).abort_handle();
+        let heartbeat = NodeHeartbeat::start(gateway.clone());
         let data = web::Data::from(gateway.clone());
         let server = HttpServer::new(move || {
             App::new()
