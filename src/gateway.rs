@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::auth::{Access, Verifier};
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{self as redis_broker, RedisBroker};
-use crate::broker::{Broker, BrokerError, Publication, Published};
+use crate::broker::{Broker, BrokerError, Notice, Publication, Published};
 use crate::config::{NamespaceOptions, Settings};
 use crate::disconnect::Disconnect;
 use crate::handshake::{Handshakes, Permit, Refusal};
@@ -396,7 +396,7 @@ impl Gateway {
     }
 
     async fn event(&self, channel: &str, frame: String) {
-        if let Err(e) = self.broker.broadcast(channel, frame).await {
+        if let Err(e) = self.broker.notify(Notice::Event { channel, frame }).await {
             tracing::warn!(error = %e, channel, "join/leave event not sent");
         }
     }
@@ -473,7 +473,7 @@ impl Gateway {
         check_user(to)?;
         let frame = ServerFrame::Direct { from, data }.encode();
         self.broker
-            .send_direct(to, frame)
+            .notify(Notice::Direct { user: to, frame })
             .await
             .map_err(broker_error)?;
         metrics::inc(&self.metrics.direct_sent);
@@ -515,7 +515,7 @@ impl Gateway {
             Disconnect::ForceDisconnect
         };
         self.broker
-            .disconnect_user(user, reason)
+            .notify(Notice::Disconnect { user, reason })
             .await
             .map_err(broker_error)
     }

@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex};
 use bytestring::ByteString;
 use futures_util::future::{BoxFuture, FutureExt};
 
-use super::{Broker, BrokerError, Publication, Published};
-use crate::disconnect::Disconnect;
+use super::{Broker, BrokerError, Notice, Publication, Published};
 use crate::hub::Hub;
 use crate::keys::Topic;
 use crate::metrics;
@@ -87,35 +86,23 @@ impl Broker for MemoryBroker {
         futures_util::future::ready(Ok(published)).boxed()
     }
 
-    fn send_direct<'a>(
-        &'a self,
-        user: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        metrics::inc(&self.metrics.broker_messages_in);
-        self.hub
-            .dispatch(&Topic::User(user.to_owned()), &ByteString::from(frame));
-        futures_util::future::ready(Ok(())).boxed()
-    }
-
-    fn broadcast<'a>(
-        &'a self,
-        channel: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.hub.dispatch(
-            &Topic::Channel(channel.to_owned()),
-            &ByteString::from(frame),
-        );
-        futures_util::future::ready(Ok(())).boxed()
-    }
-
-    fn disconnect_user<'a>(
-        &'a self,
-        user: &'a str,
-        reason: Disconnect,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.hub.close_user(user, reason);
+    fn notify<'a>(&'a self, notice: Notice<'a>) -> BoxFuture<'a, Result<(), BrokerError>> {
+        match notice {
+            Notice::Direct { user, frame } => {
+                metrics::inc(&self.metrics.broker_messages_in);
+                self.hub
+                    .dispatch(&Topic::User(user.to_owned()), &ByteString::from(frame));
+            }
+            Notice::Event { channel, frame } => {
+                self.hub.dispatch(
+                    &Topic::Channel(channel.to_owned()),
+                    &ByteString::from(frame),
+                );
+            }
+            Notice::Disconnect { user, reason } => {
+                self.hub.close_user(user, reason);
+            }
+        }
         futures_util::future::ready(Ok(())).boxed()
     }
 

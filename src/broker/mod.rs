@@ -49,6 +49,18 @@ pub struct Publication<'a> {
     pub traceparent: Option<&'a str>,
 }
 
+/// What travels between nodes besides a channel's numbered messages.
+#[derive(Debug, Clone)]
+pub enum Notice<'a> {
+    /// An encoded `direct` frame for every connection of `user`.
+    Direct { user: &'a str, frame: String },
+    /// An encoded frame for a channel's subscribers that takes no offset
+    /// (`join` / `leave` events).
+    Event { channel: &'a str, frame: String },
+    /// Close every connection of `user` with `reason`.
+    Disconnect { user: &'a str, reason: Disconnect },
+}
+
 pub trait Broker: Send + Sync + 'static {
     /// Assign the next offset of the channel and deliver to every subscribed node.
     fn publish<'a>(
@@ -56,27 +68,9 @@ pub trait Broker: Send + Sync + 'static {
         publication: Publication<'a>,
     ) -> BoxFuture<'a, Result<Published, BrokerError>>;
 
-    /// Deliver an encoded `direct` frame to every connection of `user`, on any node.
-    fn send_direct<'a>(
-        &'a self,
-        user: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<(), BrokerError>>;
-
-    /// Deliver an encoded frame to a channel's subscribers on every node,
-    /// outside the channel's offset stream (`join` / `leave` events).
-    fn broadcast<'a>(
-        &'a self,
-        channel: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<(), BrokerError>>;
-
-    /// Close every connection of `user` on every node with `reason`.
-    fn disconnect_user<'a>(
-        &'a self,
-        user: &'a str,
-        reason: Disconnect,
-    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Deliver a notice, outside any channel's offset stream, to every
+    /// node with local members of its topic.
+    fn notify<'a>(&'a self, notice: Notice<'a>) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Resolve once messages for `topic` will reach this node's hub.
     fn subscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>>;

@@ -27,8 +27,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::envelope::{self, Delivery};
-use super::{Broker, BrokerError, Publication, Published};
-use crate::disconnect::Disconnect;
+use super::{Broker, BrokerError, Notice, Publication, Published};
 use crate::hub::Hub;
 use crate::keys::{Keys, Topic};
 use crate::metrics::{self, Metrics};
@@ -227,41 +226,23 @@ impl Broker for RedisBroker {
         .boxed()
     }
 
-    fn send_direct<'a>(
-        &'a self,
-        user: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn notify<'a>(&'a self, notice: Notice<'a>) -> BoxFuture<'a, Result<(), BrokerError>> {
         async move {
-            let payload = envelope::direct(&self.node_id, user, None, &frame);
-            self.publish_raw(&self.keys.user_pubsub(user), &payload)
-                .await
-        }
-        .boxed()
-    }
-
-    fn broadcast<'a>(
-        &'a self,
-        channel: &'a str,
-        frame: String,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        async move {
-            let payload = envelope::event(&self.node_id, channel, &frame);
-            self.publish_raw(&self.keys.channel_pubsub(channel), &payload)
-                .await
-        }
-        .boxed()
-    }
-
-    fn disconnect_user<'a>(
-        &'a self,
-        user: &'a str,
-        reason: Disconnect,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        async move {
-            let payload = envelope::control(&self.node_id, user, reason);
-            self.publish_raw(&self.keys.user_pubsub(user), &payload)
-                .await
+            let (channel, payload) = match notice {
+                Notice::Direct { user, frame } => (
+                    self.keys.user_pubsub(user),
+                    envelope::direct(&self.node_id, user, None, &frame),
+                ),
+                Notice::Event { channel, frame } => (
+                    self.keys.channel_pubsub(channel),
+                    envelope::event(&self.node_id, channel, &frame),
+                ),
+                Notice::Disconnect { user, reason } => (
+                    self.keys.user_pubsub(user),
+                    envelope::control(&self.node_id, user, reason),
+                ),
+            };
+            self.publish_raw(&channel, &payload).await
         }
         .boxed()
     }
