@@ -684,6 +684,42 @@ mod tests {
         Cli::try_parse_from(full).expect("flags parse")
     }
 
+    /// Every flag of `--help` is documented in docs/configuration.md with
+    /// its environment variable, and the docs name no flag that is gone.
+    #[test]
+    fn configuration_docs_and_help_list_the_same_settings() {
+        use clap::CommandFactory;
+        let doc = include_str!("../docs/configuration.md");
+        let mut flags = Vec::new();
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            flags.push(format!("--{long}"));
+            assert!(
+                doc.contains(&format!("`--{long}")),
+                "docs/configuration.md does not document --{long}"
+            );
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                // A row may cover a family, as `SWITCHBOARD_JWT_*`.
+                let covered = doc.contains(&format!("`{env}`"))
+                    || doc.split('`').any(|word| {
+                        word.strip_suffix('*')
+                            .is_some_and(|prefix| !prefix.is_empty() && env.starts_with(prefix))
+                    });
+                assert!(covered, "docs/configuration.md does not name {env}");
+            }
+        }
+        for word in doc.split('`') {
+            let flag = word.split_whitespace().next().unwrap_or_default();
+            if flag.starts_with("--") && flag.len() > 2 {
+                assert!(
+                    flags.iter().any(|f| f == flag),
+                    "docs/configuration.md names {flag}, which --help does not list"
+                );
+            }
+        }
+    }
+
     #[test]
     fn defaults_are_the_embedded_single_node() {
         let s = Settings::resolve(Cli::default(), FileSettings::default()).unwrap();
