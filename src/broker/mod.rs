@@ -22,14 +22,26 @@ use crate::disconnect::Disconnect;
 use crate::keys::Topic;
 use crate::protocol::MessageParts;
 
+/// Why the broker could not do something. The backend's own error is kept
+/// as the source, for logs; clients see `broker_unavailable`.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker timed out after {0:?}")]
     Timeout(std::time::Duration),
     #[error("broker unavailable: {0}")]
-    Unavailable(String),
-    #[error("broker returned a malformed answer: {0}")]
-    Protocol(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// This node's subscriber connection is down or resubscribing: a
+    /// publish now could be acknowledged and reach nobody here.
+    #[error("broker unavailable: the subscriber connection to Redis is not (yet) resubscribed")]
+    NotResubscribed,
+    #[error("broker unavailable: the subscription was dropped")]
+    SubscriptionDropped,
+}
+
+impl BrokerError {
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        BrokerError::Unavailable(source.into())
+    }
 }
 
 /// Where a published message landed in its channel's stream.

@@ -45,17 +45,16 @@ const SUBSCRIBE_BATCH: usize = 256;
 /// The command pool shared by the broker and presence: every checkout,
 /// create and recycle is bounded by `timeout`.
 pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, BrokerError> {
-    let unavailable = |e: &dyn std::fmt::Display| BrokerError::Unavailable(e.to_string());
     deadpool_redis::Config::from_url(url)
         .builder()
-        .map_err(|e| unavailable(&e))?
+        .map_err(BrokerError::unavailable)?
         .max_size(size)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(|e| unavailable(&e))
+        .map_err(BrokerError::unavailable)
 }
 
 const PUBLISH_LUA: &str = r#"
@@ -122,8 +121,7 @@ impl RedisBroker {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<RedisBroker, BrokerError> {
-        let client =
-            redis::Client::open(url).map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let client = redis::Client::open(url).map_err(BrokerError::unavailable)?;
         let subs = Arc::new(Subscriptions::default());
         let healthy = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(subscriber_loop(
@@ -183,19 +181,14 @@ impl RedisBroker {
     /// nobody here, and the client would hold an `ok` for a lost message.
     async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
         if !self.is_healthy() {
-            return Err(BrokerError::Unavailable(
-                "the subscriber connection to Redis is not (yet) resubscribed".into(),
-            ));
+            return Err(BrokerError::NotResubscribed);
         }
-        self.pool
-            .get()
-            .await
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))
+        self.pool.get().await.map_err(BrokerError::unavailable)
     }
 }
 
 fn redis_error(e: redis::RedisError) -> BrokerError {
-    BrokerError::Unavailable(e.to_string())
+    BrokerError::unavailable(e)
 }
 
 impl Broker for RedisBroker {
@@ -264,7 +257,7 @@ impl Broker for RedisBroker {
             self.subs.changed.notify_one();
             match tokio::time::timeout(self.timeout, rx).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(BrokerError::Unavailable("subscription was dropped".into())),
+                Ok(Err(_)) => Err(BrokerError::SubscriptionDropped),
                 Err(_) => {
                     metrics::inc(&self.metrics.broker_errors);
                     Err(BrokerError::Timeout(self.timeout))

@@ -71,7 +71,7 @@ pub struct Snapshot {
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
     #[error("presence store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("presence store timed out after {0:?}")]
     Timeout(std::time::Duration),
     #[error("presence store returned a malformed entry: {0}")]

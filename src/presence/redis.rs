@@ -98,8 +98,8 @@ pub struct RedisPresence {
     admit: redis::Script,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> PresenceError {
-    PresenceError::Unavailable(e.to_string())
+fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> PresenceError {
+    PresenceError::Unavailable(e.into())
 }
 
 impl RedisPresence {
