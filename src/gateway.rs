@@ -24,7 +24,7 @@ use crate::config::{NamespaceOptions, Settings};
 use crate::disconnect::Disconnect;
 use crate::handshake::{Handshakes, Permit, Refusal};
 use crate::hub::{ConnId, Hub, HubError, Member};
-use crate::keys::{Keys, Topic};
+use crate::keys::Keys;
 use crate::metrics::{self, Gauges, Metrics};
 use crate::permissions::{self, Action, Asker};
 use crate::presence::memory::MemoryPresence;
@@ -32,6 +32,7 @@ use crate::presence::redis::RedisPresence;
 use crate::presence::{now_ms, Admission, ClientInfo, ConnInfo, NodeInfo, Presence, PresenceError};
 use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessageParts, ServerFrame};
 use crate::telemetry;
+use crate::topic::Topic;
 
 pub struct Gateway {
     pub settings: Settings,

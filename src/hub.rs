@@ -15,10 +15,10 @@ use bytestring::ByteString;
 use tokio::sync::Notify;
 
 use crate::disconnect::Disconnect;
-use crate::keys::Topic;
 use crate::metrics::{self, Metrics};
 use crate::outbox::{Offer, Outbox};
 use crate::presence::ClientInfo;
+use crate::topic::Topic;
 
 pub type ConnId = Arc<str>;
 

@@ -7,21 +7,7 @@
 //! (see `protocol::check_channel` / `check_user`), so a tag cannot be broken
 //! open by a name.
 
-/// A subscription target on the broker: a channel, or a user's direct inbox.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Topic {
-    Channel(String),
-    User(String),
-}
-
-impl std::fmt::Display for Topic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Topic::Channel(c) => write!(f, "channel {c}"),
-            Topic::User(u) => write!(f, "user {u}"),
-        }
-    }
-}
+use crate::topic::Topic;
 
 #[derive(Debug, Clone)]
 pub struct Keys {

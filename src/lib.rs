@@ -24,6 +24,7 @@
 //! * [`broker`] — the `Broker` trait, in-memory and Redis implementations,
 //!   and the envelope nodes exchange.
 //! * [`presence`] — channel presence, connection and node registries.
+//! * [`topic`] — what the hub and broker route by: a channel or a user's inbox.
 //! * [`keys`] — every Redis name.
 //! * [`disconnect`] — close reasons and their codes.
 //! * [`ratelimit`] — the per-connection inbound frame budget.
@@ -63,3 +64,4 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod startup;
 pub mod telemetry;
+pub mod topic;

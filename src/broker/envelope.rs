@@ -19,8 +19,8 @@ use bytestring::ByteString;
 use serde::Deserialize;
 
 use crate::disconnect::Disconnect;
-use crate::keys::Topic;
 use crate::protocol::json_string;
+use crate::topic::Topic;
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 pub struct Header {

@@ -20,10 +20,10 @@ use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{Broker, BrokerError, Notice, Publication, Published};
 use crate::hub::Hub;
-use crate::keys::Topic;
 use crate::metrics;
 use crate::protocol::new_epoch;
 use crate::telemetry;
+use crate::topic::Topic;
 
 #[derive(Debug)]
 struct Stream {

@@ -19,8 +19,8 @@ pub mod redis;
 use futures_util::future::BoxFuture;
 
 use crate::disconnect::Disconnect;
-use crate::keys::Topic;
 use crate::protocol::MessageParts;
+use crate::topic::Topic;
 
 /// Why the broker could not do something. The backend's own error is kept
 /// as the source, for logs; clients see `broker_unavailable`.

@@ -29,10 +29,11 @@ use tokio::task::JoinHandle;
 use super::envelope::{self, Delivery};
 use super::{Broker, BrokerError, Notice, Publication, Published};
 use crate::hub::Hub;
-use crate::keys::{Keys, Topic};
+use crate::keys::Keys;
 use crate::metrics::{self, Metrics};
 use crate::protocol::new_epoch;
 use crate::telemetry;
+use crate::topic::Topic;
 
 /// How long a channel's offset/epoch survive without a publish. After that
 /// the next publish starts a new epoch, which clients read as "positions reset".
