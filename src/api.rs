@@ -92,9 +92,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Check the API key.
 fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), ErrorBody> {
-    metrics::inc(&gw.metrics.api_requests);
+    metrics::inc(&gw.metrics().api_requests);
     let unauthorized = |msg: &str| Err(ErrorBody::new(ErrorCode::Unauthorized, msg));
-    let Some(key) = &gw.settings.api_key else {
+    let Some(key) = &gw.settings().api_key else {
         return unauthorized("the server API is disabled on this node: set api_key");
     };
     let given = req

@@ -75,7 +75,7 @@ pub async fn execute(gw: &Arc<Gateway>, caller: &Caller<'_>, request: Request<'_
         )),
     };
     result.unwrap_or_else(|error| {
-        metrics::inc(&gw.metrics.bad_frames);
+        metrics::inc(&gw.metrics().bad_frames);
         ServerFrame::failure(id, error).encode()
     })
 }

@@ -70,9 +70,9 @@ pub async fn serve(
     // Logs inside the connection carry conn/user/node. (Its exported
     // lifecycle span is made at close by `telemetry::connection_ended`.)
     let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
-    let max_rate = gw.settings.max_messages_per_second;
-    let stream = limited(stream, gw.settings.max_message_bytes);
-    let outbox = Arc::new(Outbox::new(gw.settings.outbox_capacity));
+    let max_rate = gw.settings().max_messages_per_second;
+    let stream = limited(stream, gw.settings().max_message_bytes);
+    let outbox = Arc::new(Outbox::new(gw.settings().outbox_capacity));
     Connection {
         gw,
         conn,
@@ -134,7 +134,7 @@ impl Connection {
             conn: &self.conn,
             node: gw.node_id(),
             user: &self.user,
-            heartbeat_ms: gw.settings.heartbeat_interval.as_millis() as u64,
+            heartbeat_ms: gw.settings().heartbeat_interval.as_millis() as u64,
         }
         .encode();
         let welcomed = self.write(welcome.into()).await;
@@ -172,7 +172,7 @@ impl Connection {
     }
 
     async fn event_loop(&mut self, stream: &mut AggregatedMessageStream, outbox: &Outbox) -> Exit {
-        let interval = self.gw.settings.heartbeat_interval;
+        let interval = self.gw.settings().heartbeat_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         // One close-signal future for the whole loop: registering a fresh
         // waiter on every delivery showed up in profiles.
@@ -222,7 +222,7 @@ impl Connection {
 
     /// `refresh {token}`: a new token for the same user moves the expiry.
     fn refresh(&mut self, id: Option<u64>, token: &str) -> String {
-        let result = match &self.gw.auth {
+        let result = match self.gw.auth() {
             None => Err("token authentication is not configured on this node".to_owned()),
             Some(verifier) => match verifier.verify(token) {
                 Err(e) => {
@@ -243,7 +243,7 @@ impl Connection {
         match result {
             Ok(()) => ServerFrame::ok(id).encode(),
             Err(message) => {
-                metrics::inc(&self.gw.metrics.bad_frames);
+                metrics::inc(&self.gw.metrics().bad_frames);
                 ServerFrame::failure(id, ErrorBody::new(ErrorCode::BadToken, message)).encode()
             }
         }
@@ -255,8 +255,8 @@ impl Connection {
         match self.rate.check(Instant::now()) {
             Verdict::Allow => Ok(None),
             Verdict::Refuse => {
-                metrics::inc(&self.gw.metrics.rate_limited);
-                let limit = self.gw.settings.max_messages_per_second;
+                metrics::inc(&self.gw.metrics().rate_limited);
+                let limit = self.gw.settings().max_messages_per_second;
                 let error = ErrorBody::new(
                     ErrorCode::RateLimited,
                     format!("more than {limit} frames per second; this one was dropped"),
@@ -264,7 +264,7 @@ impl Connection {
                 Ok(Some(ServerFrame::failure(id, error).encode()))
             }
             Verdict::Close => {
-                metrics::inc(&self.gw.metrics.rate_limited);
+                metrics::inc(&self.gw.metrics().rate_limited);
                 Err(Exit::Server(Disconnect::RateLimitExceeded))
             }
         }
@@ -282,7 +282,7 @@ impl Connection {
     }
 
     fn heartbeat_deadline(&self) -> Instant {
-        self.last_seen + self.gw.settings.heartbeat_timeout
+        self.last_seen + self.gw.settings().heartbeat_timeout
     }
 
     /// Write a frame from the outbox and whatever else is already queued
@@ -335,7 +335,7 @@ impl Connection {
         self.last_seen = Instant::now();
         match msg {
             AggregatedMessage::Text(text) => {
-                metrics::inc(&self.gw.metrics.frames_in);
+                metrics::inc(&self.gw.metrics().frames_in);
                 if let Some(refused) = self.over_budget(protocol::peek_id(&text))? {
                     return self.reply(refused).await;
                 }
@@ -353,18 +353,18 @@ impl Connection {
                         commands::execute(&self.gw, &caller, request).await
                     }
                     Err(e) => {
-                        metrics::inc(&self.gw.metrics.bad_frames);
+                        metrics::inc(&self.gw.metrics().bad_frames);
                         ServerFrame::failure(e.id, e.error).encode()
                     }
                 };
                 self.reply(reply).await
             }
             AggregatedMessage::Binary(_) => {
-                metrics::inc(&self.gw.metrics.frames_in);
+                metrics::inc(&self.gw.metrics().frames_in);
                 if let Some(refused) = self.over_budget(None)? {
                     return self.reply(refused).await;
                 }
-                metrics::inc(&self.gw.metrics.bad_frames);
+                metrics::inc(&self.gw.metrics().bad_frames);
                 let error = ErrorBody::new(
                     ErrorCode::BadFrame,
                     "binary frames are not supported; send JSON text frames",
@@ -411,7 +411,7 @@ async fn guarded(
 }
 
 fn timed_out(gw: &Gateway) -> Exit {
-    metrics::inc(&gw.metrics.heartbeat_timeouts);
+    metrics::inc(&gw.metrics().heartbeat_timeouts);
     Exit::Server(Disconnect::HeartbeatTimeout)
 }
 

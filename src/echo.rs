@@ -31,7 +31,7 @@ pub async fn serve(
     identity: Identity,
 ) {
     let span = tracing::info_span!("echo", conn = %new_conn_id(), user = %identity.user, node = %gw.node_id());
-    let stream = limited(stream, gw.settings.max_message_bytes);
+    let stream = limited(stream, gw.settings().max_message_bytes);
     run(session, stream).instrument(span).await;
 }
 

@@ -34,14 +34,17 @@ use crate::protocol::{check_channel, check_user, ErrorBody, ErrorCode, MessagePa
 use crate::telemetry;
 use crate::topic::Topic;
 
+/// The node's services behind one façade: callers use its verbs, and read
+/// its settings and metrics, but do not reach into the hub, broker or
+/// presence (crate-private accessors exist for the heartbeat).
 pub struct Gateway {
-    pub settings: Settings,
-    pub hub: Arc<Hub>,
-    pub broker: Arc<dyn Broker>,
-    pub presence: Arc<dyn Presence>,
-    pub metrics: Arc<Metrics>,
+    settings: Settings,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
+    metrics: Arc<Metrics>,
     /// Verifies client tokens; None when no JWT key is configured.
-    pub auth: Option<Verifier>,
+    auth: Option<Verifier>,
     started_at: u64,
     draining: AtomicBool,
     handshakes: Arc<Handshakes>,
@@ -130,6 +133,47 @@ impl Gateway {
             handshakes: Handshakes::new(settings.max_pending_handshakes),
             settings,
         }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The token verifier; None when no JWT key is configured.
+    pub fn auth(&self) -> Option<&Verifier> {
+        self.auth.as_ref()
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub(crate) fn presence(&self) -> &dyn Presence {
+        &*self.presence
+    }
+
+    /// Local connections.
+    pub fn connection_count(&self) -> usize {
+        self.hub.connection_count()
+    }
+
+    /// Ask every local connection to close with `reason` (drain).
+    pub fn close_all(&self, reason: Disconnect) {
+        self.hub.close_all(reason);
+    }
+
+    /// Whether the broker can publish and deliver right now.
+    pub fn broker_healthy(&self) -> bool {
+        self.broker.is_healthy()
+    }
+
+    /// Stop the broker's background tasks (shutdown).
+    pub fn shutdown_broker(&self) {
+        self.broker.shutdown();
     }
 
     /// When this node started (ms since the epoch), for its node record.

@@ -122,7 +122,7 @@ pub fn check(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
     // (Non-browser clients send no Origin and are not affected.)
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        if !gw.settings.origin_allowed(origin) {
+        if !gw.settings().origin_allowed(origin) {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
@@ -165,7 +165,7 @@ fn identify(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
         (header, query) => header.or(query),
     };
     if let Some(token) = token {
-        let verifier = gw.auth.as_ref().ok_or_else(|| {
+        let verifier = gw.auth().ok_or_else(|| {
             Refusal::unauthorized(
                 "tokens_not_configured",
                 "token authentication is not configured on this node",
@@ -176,7 +176,7 @@ fn identify(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
             Refusal::unauthorized(e.code(), e.public_message())
         });
     }
-    if !gw.settings.allow_anonymous {
+    if !gw.settings().allow_anonymous {
         return Err(Refusal::unauthorized(
             "token_required",
             "a token is required (Authorization: Bearer, or ?token=)",

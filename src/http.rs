@@ -88,7 +88,7 @@ async fn upgrade(
         Err(refusal) => return refusal.response(),
     };
     let user = identity.user.clone();
-    let limit = gw.settings.max_connections_per_user;
+    let limit = gw.settings().max_connections_per_user;
     let admitted = match endpoint {
         // Counted and registered in one step, so a burst cannot overshoot;
         // fail-open if the registry is unreachable (see `Gateway::admit`).
@@ -107,7 +107,7 @@ async fn upgrade(
             .response();
         }
     };
-    let body = guard_frames(req, body, gw.settings.max_message_bytes);
+    let body = guard_frames(req, body, gw.settings().max_message_bytes);
     let (response, session, stream) = match actix_ws::handle(req, body) {
         Ok(parts) => parts,
         Err(e) => {
@@ -175,7 +175,7 @@ async fn healthz() -> HttpResponse {
 async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
     if gw.is_draining() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
-    } else if !gw.broker.is_healthy() {
+    } else if !gw.broker_healthy() {
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "broker unreachable\n".into(),
@@ -188,5 +188,5 @@ async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
 async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(gw.metrics.render(gw.node_id(), &gw.gauges()))
+        .body(gw.metrics().render(gw.node_id(), &gw.gauges()))
 }

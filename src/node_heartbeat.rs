@@ -39,7 +39,7 @@ impl NodeHeartbeat {
     /// Redis unreachable, shutdown goes on and the entries expire as after
     /// a crash.
     pub async fn leave(&self, gw: &Gateway) {
-        let timeout = gw.settings.redis_timeout;
+        let timeout = gw.settings().redis_timeout;
         let _ = self.stop.send(true);
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let left = tokio::time::timeout(timeout, async {
@@ -47,15 +47,15 @@ impl NodeHeartbeat {
                 // An in-flight write finishes first (its own timeout bounds it).
                 let _ = task.await;
             }
-            gw.presence.withdraw(&snapshot(gw)).await
+            gw.presence().withdraw(&snapshot(gw)).await
         })
         .await
         .unwrap_or(Err(PresenceError::Timeout(timeout)));
-        metrics::inc(&gw.metrics.presence_ops);
+        metrics::inc(&gw.metrics().presence_ops);
         match left {
             Ok(()) => tracing::info!("left the cluster registry"),
             Err(e) => {
-                metrics::inc(&gw.metrics.presence_errors);
+                metrics::inc(&gw.metrics().presence_errors);
                 tracing::warn!(error = %e, "node not removed from the registry; its entries expire");
             }
         }
@@ -73,7 +73,7 @@ impl Drop for NodeHeartbeat {
 /// Refresh every interval until told to stop; a write, once begun, ends
 /// before the stop is looked at.
 async fn run(gw: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(gw.settings.node_heartbeat);
+    let mut tick = tokio::time::interval(gw.settings().node_heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
@@ -85,10 +85,10 @@ async fn run(gw: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
         if *stopped.borrow() {
             return;
         }
-        match gw.presence.heartbeat(&snapshot(&gw)).await {
+        match gw.presence().heartbeat(&snapshot(&gw)).await {
             Ok(()) => failing = false,
             Err(e) => {
-                metrics::inc(&gw.metrics.presence_errors);
+                metrics::inc(&gw.metrics().presence_errors);
                 if !failing {
                     tracing::warn!(error = %e, "node heartbeat failed; retrying every interval");
                 }
@@ -112,10 +112,10 @@ pub fn snapshot(gw: &Gateway) -> Snapshot {
         }),
         ..Snapshot::default()
     };
-    for (client, channels) in gw.hub.snapshot() {
+    for (client, channels) in gw.hub().snapshot() {
         for channel in channels {
             if gw
-                .settings
+                .settings()
                 .namespace(&channel)
                 .is_some_and(|ns| ns.presence)
             {

@@ -61,21 +61,21 @@ impl Drainer {
             return;
         }
         gw.start_draining();
-        tracing::info!(connections = gw.hub.connection_count(), "draining");
-        tokio::time::sleep(gw.settings.drain_delay).await;
-        gw.hub.close_all(Disconnect::Shutdown);
-        let deadline = tokio::time::Instant::now() + gw.settings.drain_timeout;
+        tracing::info!(connections = gw.connection_count(), "draining");
+        tokio::time::sleep(gw.settings().drain_delay).await;
+        gw.close_all(Disconnect::Shutdown);
+        let deadline = tokio::time::Instant::now() + gw.settings().drain_timeout;
         while !gw.settled() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = gw.hub.connection_count();
+        let left = gw.connection_count();
         if left > 0 {
             tracing::warn!(left, "drain timeout: dropping remaining connections");
         }
         // Out of the registry before the process exits, so the cluster
         // stops listing this node and its clients at once.
         self.heartbeat.leave(gw).await;
-        gw.broker.shutdown();
+        gw.shutdown_broker();
         self.server.stop(true).await;
     }
 }
@@ -118,7 +118,7 @@ impl Application {
         tracing::info!(
             port,
             node = %gateway.node_id(),
-            mode = if gateway.settings.redis_url.is_some() { "redis" } else { "memory" },
+            mode = if gateway.settings().redis_url.is_some() { "redis" } else { "memory" },
             "listening"
         );
         Ok(Application {

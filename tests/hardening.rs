@@ -414,7 +414,7 @@ async fn the_api_checks_the_key_before_the_body() {
     let wrong = format!("apikey {}x", common::API_KEY);
     let oversize = json!({
         "channel": "c",
-        "data": "x".repeat(node.gateway.settings.max_message_bytes + 8192),
+        "data": "x".repeat(node.gateway.settings().max_message_bytes + 8192),
     })
     .to_string();
     let call = |path: &'static str, auth: Option<String>, body: String| {

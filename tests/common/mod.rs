@@ -491,7 +491,7 @@ pub fn counter(
     gw: &Gateway,
     f: impl Fn(&switchboard::metrics::Metrics) -> &std::sync::atomic::AtomicU64,
 ) -> u64 {
-    f(&gw.metrics).load(std::sync::atomic::Ordering::Relaxed)
+    f(gw.metrics()).load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A bare WebSocket client that completes the handshake and then only
