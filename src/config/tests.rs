@@ -1,0 +1,186 @@
+//! Settings: defaults, layering, validation and the docs kept in step.
+
+use super::*;
+
+fn cli(args: &[&str]) -> Cli {
+    let mut full = vec!["switchboard"];
+    full.extend_from_slice(args);
+    Cli::try_parse_from(full).expect("flags parse")
+}
+
+/// Every flag of `--help` is documented in docs/configuration.md with
+/// its environment variable, and the docs name no flag that is gone.
+#[test]
+fn configuration_docs_and_help_list_the_same_settings() {
+    use clap::CommandFactory;
+    let doc = include_str!("../../docs/configuration.md");
+    let mut flags = Vec::new();
+    for arg in Cli::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        flags.push(format!("--{long}"));
+        assert!(
+            doc.contains(&format!("`--{long}")),
+            "docs/configuration.md does not document --{long}"
+        );
+        if let Some(env) = arg.get_env() {
+            let env = env.to_string_lossy();
+            // A row may cover a family, as `SWITCHBOARD_JWT_*`.
+            let covered = doc.contains(&format!("`{env}`"))
+                || doc.split('`').any(|word| {
+                    word.strip_suffix('*')
+                        .is_some_and(|prefix| !prefix.is_empty() && env.starts_with(prefix))
+                });
+            assert!(covered, "docs/configuration.md does not name {env}");
+        }
+    }
+    for word in doc.split('`') {
+        let flag = word.split_whitespace().next().unwrap_or_default();
+        if flag.starts_with("--") && flag.len() > 2 {
+            assert!(
+                flags.iter().any(|f| f == flag),
+                "docs/configuration.md names {flag}, which --help does not list"
+            );
+        }
+    }
+}
+
+#[test]
+fn defaults_are_the_embedded_single_node() {
+    let s = Settings::resolve(Cli::default(), FileSettings::default()).unwrap();
+    assert_eq!(s.listen.to_string(), "127.0.0.1:6789");
+    assert!(s.redis_url.is_none());
+    assert_eq!(s.key_prefix, "sb");
+    assert!(s.allow_anonymous);
+}
+
+#[test]
+fn flags_win_over_file() {
+    let file: FileSettings = toml::from_str(
+        "listen = \"0.0.0.0:7000\"\nkey_prefix = \"file\"\nheartbeat_interval_ms = 500\n",
+    )
+    .unwrap();
+    let s = Settings::resolve(cli(&["--listen", "127.0.0.1:7001"]), file).unwrap();
+    assert_eq!(s.listen.to_string(), "127.0.0.1:7001");
+    assert_eq!(s.key_prefix, "file");
+    assert_eq!(s.heartbeat_interval, Duration::from_millis(500));
+}
+
+#[test]
+fn errors_name_the_setting() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--listen", "nowhere"], "`listen`"),
+        (&["--redis-url", "http://x"], "`redis_url`"),
+        (&["--node-id", "has space"], "`node_id`"),
+        (
+            &[
+                "--heartbeat-interval-ms",
+                "1000",
+                "--heartbeat-timeout-ms",
+                "900",
+            ],
+            "`heartbeat_timeout_ms`",
+        ),
+        (&["--max-message-bytes", "1"], "`max_message_bytes`"),
+        (&["--outbox-capacity", "0"], "`outbox_capacity`"),
+        (&["--api-key", "short"], "`api_key`"),
+        (&["--jwt-hmac-secret", "short"], "`jwt_hmac_secret`"),
+        (
+            &[
+                "--jwt-hmac-secret",
+                &"s".repeat(40),
+                "--jwt-jwks-file",
+                "x.json",
+            ],
+            "`jwt_hmac_secret`",
+        ),
+        (&["--node-heartbeat-ms", "1"], "`node_heartbeat_ms`"),
+    ];
+    for (args, name) in cases {
+        let err = Settings::resolve(cli(args), FileSettings::default()).unwrap_err();
+        assert!(err.to_string().contains(name), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn echo_endpoint_is_off_unless_asked_for() {
+    let off = Settings::resolve(Cli::default(), FileSettings::default()).unwrap();
+    assert!(!off.echo_endpoint);
+    let file: FileSettings = toml::from_str("echo_endpoint = true\n").unwrap();
+    assert!(
+        Settings::resolve(Cli::default(), file)
+            .unwrap()
+            .echo_endpoint
+    );
+    let flag = cli(&["--echo-endpoint", "true"]);
+    let file: FileSettings = toml::from_str("echo_endpoint = false\n").unwrap();
+    assert!(Settings::resolve(flag, file).unwrap().echo_endpoint);
+}
+
+#[test]
+fn file_rejects_unknown_keys_and_duplicate_namespaces() {
+    assert!(toml::from_str::<FileSettings>("lisen = \"x\"").is_err());
+    let file: FileSettings =
+        toml::from_str("[[namespaces]]\nname = \"chat\"\n[[namespaces]]\nname = \"chat\"\n")
+            .unwrap();
+    let err = Settings::resolve(Cli::default(), file).unwrap_err();
+    assert!(err.to_string().contains("namespaces.name"), "{err}");
+}
+
+#[test]
+fn origins_match_exactly_or_by_subdomain_wildcard() {
+    let s = Settings::resolve(
+        cli(&[
+            "--allowed-origins",
+            "https://app.example.com,https://*.corp.example",
+        ]),
+        FileSettings::default(),
+    )
+    .unwrap();
+    assert!(s.origin_allowed("https://app.example.com"));
+    assert!(s.origin_allowed("https://app.example.com/"));
+    assert!(s.origin_allowed("https://eu.corp.example"));
+    assert!(!s.origin_allowed("https://corp.example"));
+    assert!(!s.origin_allowed("http://eu.corp.example"));
+    assert!(!s.origin_allowed("https://evil.com"));
+    assert!(!s.origin_allowed("https://app.example.com.evil.com"));
+    assert!(!s.origin_allowed("https://evilcorp.example"));
+    assert!(Settings::resolve(Cli::default(), FileSettings::default())
+        .unwrap()
+        .origin_allowed("https://x"));
+    let err = Settings::resolve(
+        cli(&["--allowed-origins", "example.com"]),
+        FileSettings::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("`allowed_origins`"));
+}
+
+#[test]
+fn namespaces_decide_known_channels() {
+    let file: FileSettings = toml::from_str(
+        "[default_namespace]\njoin_leave = true\n[[namespaces]]\nname = \"chat\"\npresence = true\n",
+    )
+    .unwrap();
+    let s = Settings::resolve(Cli::default(), file).unwrap();
+    assert_eq!(
+        s.namespace("lobby"),
+        Some(&NamespaceOptions {
+            presence: false,
+            join_leave: true,
+            ..NamespaceOptions::default()
+        })
+    );
+    assert_eq!(
+        s.namespace("chat:room-1"),
+        Some(&NamespaceOptions {
+            presence: true,
+            join_leave: false,
+            ..NamespaceOptions::default()
+        })
+    );
+    assert!(s.namespace_exists("chat:room-1"));
+    assert!(!s.namespace_exists("files:1"));
+    assert!(
+        toml::from_str::<FileSettings>("[[namespaces]]\nname = \"x\"\npresense = true\n").is_err()
+    );
+}
