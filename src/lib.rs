@@ -5,7 +5,7 @@
 //! any node can deliver to any client.
 //!
 //! # Layout
-//! * [`config`] — typed, layered, validated settings.
+//! * [`config`] — typed, layered, validated settings (folder: flag/env and TOML layers, namespaces).
 //! * [`startup`] — `Application`: bind, wire, serve, drain on SIGTERM.
 //! * [`auth`] — JWT verification of clients (handshake and `refresh`).
 //! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (and `/echo`).
@@ -15,14 +15,16 @@
 //! * [`frame_guard`] — frame-header limits checked before actix-ws buffers a payload.
 //! * [`echo`] — `/echo`, an echoing WebSocket for conformance tests (off by default).
 //! * [`protocol`] — client commands and server frames (wire protocol v1).
-//! * [`gateway`] — the node's services: subscriptions, publish, presence, API operations.
+//! * [`gateway`] — the node's services behind a façade (private fields, verbs): subscriptions,
+//!   publish, presence, admission, API operations.
 //! * [`permissions`] — who may subscribe, publish, read presence: namespace rules and personal channels, pure.
 //! * [`commands`] — client commands executed against the gateway.
 //! * [`node_heartbeat`] — the node's record, registry and presence refreshed on a timer; leaving on exit.
 //! * [`hub`] — node-local topic → outbox registry.
 //! * [`outbox`] — the bounded per-connection queue (slow consumer → close).
-//! * [`broker`] — the `Broker` trait, in-memory and Redis implementations,
-//!   and the envelope nodes exchange.
+//! * [`broker`] — the `Broker` trait (publish, notify, subscribe, unsubscribe,
+//!   is_healthy), in-memory and Redis implementations, and the envelope
+//!   nodes exchange.
 //! * [`presence`] — channel presence, connection and node registries.
 //! * [`topic`] — what the hub and broker route by: a channel or a user's inbox.
 //! * [`keys`] — every Redis name.
