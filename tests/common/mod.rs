@@ -69,18 +69,8 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server); scripts/test installs it");
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if self.ping().await.is_ok() {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("redis-server to start on port {}", self.port);
+        eventually_async(&what, || async { self.ping().await.is_ok() }).await;
     }
 
     async fn ping(&self) -> redis::RedisResult<()> {
@@ -174,18 +164,8 @@ impl TestNode {
     /// Wait until `/readyz` says `ready` (or says not ready, if `ready` is false).
     pub async fn wait_ready(&self, ready: bool) {
         let want = if ready { 200 } else { 503 };
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let (status, _) = self.http_get("/readyz").await;
-            if status == want {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "/readyz stayed {status}, wanted {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("/readyz to answer {want}");
+        eventually_async(&what, || async { self.http_get("/readyz").await.0 == want }).await;
     }
 
     pub async fn connect(&self, user: &str) -> Client {
@@ -477,8 +457,17 @@ impl Client {
 
 /// Poll `check` until it returns true.
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    eventually_async(what, || std::future::ready(check())).await;
+}
+
+/// Poll an async `check` until it returns true, failing after `WAIT`
+/// with `what` in the message.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
+    while !check().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"

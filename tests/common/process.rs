@@ -2,9 +2,8 @@
 //! process of its own: signals, exit codes, its memory.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use super::{free_port, WAIT};
+use super::{eventually, eventually_async, free_port};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -48,14 +47,13 @@ impl NodeProcess {
     }
 
     pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "node did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut status = None;
+        eventually("the node to exit", || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        })
+        .await;
+        status.expect("exited")
     }
 }
 
@@ -68,15 +66,10 @@ impl Drop for NodeProcess {
 
 /// Wait until something accepts TCP connections on `port`.
 pub async fn wait_listening(port: u16) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async("the node to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
 }
