@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::process::NodeProcess;
 use common::raw::{Got, Raw, CLOSE, TEXT};
-use common::{Client, RedisServer, TestNode, WAIT};
+use common::{eventually_async, Client, RedisServer, TestNode, WAIT};
 use serde_json::{json, Value};
 use switchboard::config::Settings;
 
@@ -532,20 +532,14 @@ async fn a_node_stopped_with_sigterm_is_unlisted_when_it_exits() {
     zed.subscribe("room:1").await;
     let conn = zed.welcome["conn"].as_str().unwrap().to_owned();
     // Listed while it runs (its first heartbeat runs at start).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let [nodes, conns, members] = listed(&witness, "zed", "room:1").await;
-        if nodes.iter().any(|n| n == "node-stopping") {
-            assert_eq!(conns, [conn.as_str()]);
-            assert_eq!(members, [conn.as_str()]);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never listed: {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async("the stopping node to be listed", || async {
+        let [nodes, _, _] = listed(&witness, "zed", "room:1").await;
+        nodes.iter().any(|n| n == "node-stopping")
+    })
+    .await;
+    let [_, conns, members] = listed(&witness, "zed", "room:1").await;
+    assert_eq!(conns, [conn.as_str()]);
+    assert_eq!(members, [conn.as_str()]);
 
     stopping.signal("-TERM");
     assert_eq!(zed.ended().await, common::Ended::Close(3001));
@@ -690,17 +684,13 @@ async fn a_connect_during_a_redis_outage_is_admitted_then_registered() {
     let during = node.connect("olga").await;
     let conn = during.welcome["conn"].as_str().unwrap().to_owned();
     redis.restart().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let registered = node.gateway.user_connections("olga").await;
-        if registered.is_ok_and(|r| r.iter().any(|c| c.conn == conn)) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never registered after the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(
+        "the connection to be registered after the outage",
+        || async {
+            let registered = node.gateway.user_connections("olga").await;
+            registered.is_ok_and(|r| r.iter().any(|c| c.conn == conn))
+        },
+    )
+    .await;
     assert_eq!(try_upgrade(&node.ws_url("olga")).await.err(), Some(429));
 }
