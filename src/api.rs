@@ -15,14 +15,15 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{error::JsonPayloadError, web, HttpRequest, HttpResponse};
+use actix_web::{error::JsonPayloadError, web, HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::gateway::Gateway;
+use crate::ids::{ChannelName, UserId};
 use crate::metrics;
-use crate::protocol::{check_data, check_user, ErrorBody, ErrorCode};
+use crate::protocol::{check_data, ErrorBody, ErrorCode};
 
 /// Most channels one broadcast may name.
 pub const MAX_BROADCAST_CHANNELS: usize = 1000;
@@ -57,9 +58,10 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
         req.method(),
         req.path()
     );
-    error(ErrorBody::new(ErrorCode::NotFound, message))
+    ErrorBody::new(ErrorCode::NotFound, message).error_response()
 }
 
+/// The one mapping from a wire error code to an HTTP status.
 fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -71,9 +73,19 @@ fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
-fn error(body: ErrorBody) -> HttpResponse {
-    HttpResponse::build(status_of(body.code)).json(json!({ "error": body }))
+/// Handlers return `Result<_, ErrorBody>` and use `?`: gateway errors and
+/// name errors convert into the body, and actix renders it with its status.
+impl ResponseError for ErrorBody {
+    fn status_code(&self) -> StatusCode {
+        status_of(self.code)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({ "error": self }))
+    }
 }
+
+type Reply = Result<HttpResponse, ErrorBody>;
 
 fn body_error(err: &JsonPayloadError) -> HttpResponse {
     let code = match err {
@@ -82,7 +94,7 @@ fn body_error(err: &JsonPayloadError) -> HttpResponse {
         }
         _ => ErrorCode::BadRequest,
     };
-    error(ErrorBody::new(code, format!("bad request body: {err}")))
+    ErrorBody::new(code, format!("bad request body: {err}")).error_response()
 }
 
 /// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
@@ -120,7 +132,7 @@ async fn require_key(
         None => Some(ErrorBody::new(ErrorCode::Internal, "no gateway")),
     };
     match refused {
-        Some(e) => Ok(req.into_response(error(e)).map_into_right_body()),
+        Some(e) => Ok(req.into_response(e.error_response()).map_into_right_body()),
         None => next
             .call(req)
             .await
@@ -139,11 +151,13 @@ fn checked_data<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Err
 /// The sender named in `message.from` / `direct.from` for API calls.
 fn sender(from: &Option<String>) -> Result<&str, ErrorBody> {
     match from {
-        Some(from) => check_user(from).map(|()| from.as_str()),
+        Some(from) => {
+            UserId::parse(from.as_str())?;
+            Ok(from)
+        }
         None => Ok(""),
     }
 }
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
@@ -160,21 +174,21 @@ struct Position<'a> {
     epoch: &'a str,
 }
 
-async fn publish(gw: web::Data<Gateway>, body: web::Json<PublishBody>) -> HttpResponse {
-    let result = match sender(&body.from) {
-        Ok(from) => {
-            gw.publish(&body.channel, from, &body.data, body.traceparent.as_deref())
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(p) => HttpResponse::Ok().json(Position {
-            offset: p.offset,
-            epoch: &p.epoch,
-        }),
-        Err(e) => error(e),
-    }
+async fn publish(gw: web::Data<Gateway>, body: web::Json<PublishBody>) -> Reply {
+    let from = sender(&body.from)?;
+    let channel = ChannelName::parse(body.channel.as_str())?;
+    let p = gw
+        .publish(
+            &gw.route(&channel)?,
+            from,
+            &body.data,
+            body.traceparent.as_deref(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(Position {
+        offset: p.offset,
+        epoch: &p.epoch,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -188,25 +202,27 @@ struct BroadcastBody {
 
 /// Publish one message to several channels; each channel gets its own
 /// result, so one bad channel does not hide the others' offsets.
-async fn broadcast(gw: web::Data<Gateway>, body: web::Json<BroadcastBody>) -> HttpResponse {
+async fn broadcast(gw: web::Data<Gateway>, body: web::Json<BroadcastBody>) -> Reply {
     if body.channels.is_empty() || body.channels.len() > MAX_BROADCAST_CHANNELS {
-        return error(ErrorBody::new(
+        return Err(ErrorBody::new(
             ErrorCode::BadRequest,
             format!("`channels` must name 1 to {MAX_BROADCAST_CHANNELS} channels"),
         ));
     }
-    let from = match sender(&body.from) {
-        Ok(from) => from,
-        Err(e) => return error(e),
-    };
+    let from = sender(&body.from)?;
     let mut results = Vec::with_capacity(body.channels.len());
     for channel in &body.channels {
-        results.push(match gw.publish(channel, from, &body.data, None).await {
+        let published = async {
+            let name = ChannelName::parse(channel.as_str())?;
+            let route = gw.route(&name)?;
+            Ok::<_, ErrorBody>(gw.publish(&route, from, &body.data, None).await?)
+        };
+        results.push(match published.await {
             Ok(p) => json!({ "channel": channel, "offset": p.offset, "epoch": p.epoch }),
             Err(e) => json!({ "channel": channel, "error": e }),
         });
     }
-    HttpResponse::Ok().json(json!({ "results": results }))
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }
 
 #[derive(Deserialize)]
@@ -218,15 +234,11 @@ struct SendBody {
     from: Option<String>,
 }
 
-async fn send(gw: web::Data<Gateway>, body: web::Json<SendBody>) -> HttpResponse {
-    let result = match sender(&body.from) {
-        Ok(from) => gw.send_direct(&body.user, from, &body.data).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => HttpResponse::Ok().json(json!({})),
-        Err(e) => error(e),
-    }
+async fn send(gw: web::Data<Gateway>, body: web::Json<SendBody>) -> Reply {
+    let from = sender(&body.from)?;
+    let to = UserId::parse(body.user.as_str())?;
+    gw.send_direct(&to, from, &body.data).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
 }
 
 #[derive(Deserialize)]
@@ -238,30 +250,25 @@ struct DisconnectBody {
     reconnect: bool,
 }
 
-async fn disconnect(gw: web::Data<Gateway>, body: web::Json<DisconnectBody>) -> HttpResponse {
-    match gw.disconnect_user(&body.user, body.reconnect).await {
-        Ok(()) => HttpResponse::Ok().json(json!({})),
-        Err(e) => error(e),
-    }
+async fn disconnect(gw: web::Data<Gateway>, body: web::Json<DisconnectBody>) -> Reply {
+    let user = UserId::parse(body.user.as_str())?;
+    gw.disconnect_user(&user, body.reconnect).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
 }
 
-async fn presence(gw: web::Data<Gateway>, channel: web::Path<String>) -> HttpResponse {
-    match gw.presence_members(&channel).await {
-        Ok(members) => HttpResponse::Ok().json(json!({ "channel": *channel, "members": members })),
-        Err(e) => error(e),
-    }
+async fn presence(gw: web::Data<Gateway>, channel: web::Path<String>) -> Reply {
+    let channel = ChannelName::parse(channel.into_inner())?;
+    let members = gw.presence_members(&gw.route(&channel)?).await?;
+    Ok(HttpResponse::Ok().json(json!({ "channel": channel.as_str(), "members": members })))
 }
 
-async fn connections(gw: web::Data<Gateway>, user: web::Path<String>) -> HttpResponse {
-    match gw.user_connections(&user).await {
-        Ok(conns) => HttpResponse::Ok().json(json!({ "user": *user, "connections": conns })),
-        Err(e) => error(e),
-    }
+async fn connections(gw: web::Data<Gateway>, user: web::Path<String>) -> Reply {
+    let user = UserId::parse(user.into_inner())?;
+    let conns = gw.user_connections(&user).await?;
+    Ok(HttpResponse::Ok().json(json!({ "user": user.as_str(), "connections": conns })))
 }
 
-async fn nodes(gw: web::Data<Gateway>) -> HttpResponse {
-    match gw.nodes().await {
-        Ok(nodes) => HttpResponse::Ok().json(json!({ "nodes": nodes })),
-        Err(e) => error(e),
-    }
+async fn nodes(gw: web::Data<Gateway>) -> Reply {
+    let nodes = gw.nodes().await?;
+    Ok(HttpResponse::Ok().json(json!({ "nodes": nodes })))
 }

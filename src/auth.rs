@@ -22,7 +22,7 @@ use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{JwtKey, JwtSettings};
-use crate::protocol::check_user;
+use crate::ids::UserId;
 
 /// How far in the future a token's `nbf` may lie (issuer clock skew).
 pub const NBF_LEEWAY: Duration = Duration::from_secs(5);
@@ -72,7 +72,7 @@ fn from_jwt(e: jsonwebtoken::errors::Error) -> AuthError {
 /// Who a connection belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub user: String,
+    pub user: UserId,
     /// When its token stops being valid (None: anonymous, no expiry).
     pub expires: Option<SystemTime>,
     pub access: Access,
@@ -214,7 +214,8 @@ impl Verifier {
             }
         }
         .claims;
-        check_user(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {}", e.message)))?;
+        let user = UserId::parse(claims.sub.as_str())
+            .map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
         if let Some(nbf) = claims.nbf {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -224,7 +225,7 @@ impl Verifier {
             }
         }
         Ok(Identity {
-            user: claims.sub,
+            user,
             expires: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
             access: Access {
                 authenticated: true,

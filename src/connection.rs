@@ -20,9 +20,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::auth::{Access, Identity};
-use crate::commands::{self, Caller};
+use crate::commands;
 use crate::disconnect::Disconnect;
 use crate::frame_guard::GuardError;
+use crate::gateway::Caller;
 use crate::gateway::Gateway;
 use crate::handshake::Permit;
 use crate::hub::{Closer, ConnId, Member};
@@ -66,7 +67,7 @@ pub async fn serve(
     permit: Permit,
 ) {
     let conn: ConnId = client.conn.as_str().into();
-    let user: Arc<str> = identity.user.into();
+    let user: Arc<str> = identity.user.as_str().into();
     // Logs inside the connection carry conn/user/node. (Its exported
     // lifecycle span is made at close by `telemetry::connection_ended`.)
     let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
@@ -229,7 +230,7 @@ impl Connection {
                     tracing::info!(error = %e, "refresh refused");
                     Err(format!("{}: {}", e.code(), e.public_message()))
                 }
-                Ok(identity) if identity.user != *self.user => Err(format!(
+                Ok(identity) if *identity.user != *self.user => Err(format!(
                     "the token is for {:?}, not {:?}",
                     identity.user, self.user
                 )),

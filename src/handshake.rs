@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::auth::{Access, Identity};
 use crate::gateway::Gateway;
-use crate::protocol::check_user;
+use crate::ids::UserId;
 
 /// Seconds a client is asked to wait after a 503 (overload, draining).
 pub const RETRY_AFTER_SECS: u32 = 1;
@@ -183,17 +183,14 @@ fn identify(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
         ));
     }
     let user = match query.user {
-        Some(user) => {
-            check_user(&user).map_err(|e| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("bad `user`: {}", e.message),
-                )
-            })?;
-            user
-        }
-        None => format!("anon-{:08x}", fastrand::u32(..)),
+        Some(user) => UserId::parse(user).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad `user`: {e}"),
+            )
+        })?,
+        None => UserId::anonymous(),
     };
     Ok(Identity {
         user,

@@ -18,11 +18,20 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
 use crate::auth::Verifier;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::{self as redis_broker, RedisBroker};
+use crate::broker::{Broker, BrokerError};
 use crate::config::Settings;
 use crate::disconnect::Disconnect;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Services};
 use crate::http;
+use crate::hub::Hub;
+use crate::keys::Keys;
+use crate::metrics::Metrics;
 use crate::node_heartbeat::NodeHeartbeat;
+use crate::presence::memory::MemoryPresence;
+use crate::presence::redis::RedisPresence;
+use crate::presence::Presence;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -94,7 +103,8 @@ impl Application {
         let api_body_limit = settings.max_message_bytes + 4096;
         let echo_endpoint = settings.echo_endpoint;
         let auth = settings.jwt.as_ref().map(Verifier::load).transpose()?;
-        let gateway = Gateway::new(settings, auth)?;
+        let services = services(&settings)?;
+        let gateway = Gateway::new(settings, auth, services);
         let heartbeat = NodeHeartbeat::start(gateway.clone());
         let data = web::Data::from(gateway.clone());
         let server = HttpServer::new(move || {
@@ -169,6 +179,49 @@ impl Application {
     pub async fn run(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Wire the hub to the broker and presence the settings ask for: the
+/// in-process ones on a single node, Redis in a cluster. Must run inside a
+/// Tokio runtime (the Redis broker spawns its subscriber).
+fn services(settings: &Settings) -> Result<Services, BrokerError> {
+    let metrics = Arc::new(Metrics::default());
+    let hub = Arc::new(Hub::new(metrics.clone()));
+    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &settings.redis_url {
+        None => (
+            Arc::new(MemoryBroker::new(
+                hub.clone(),
+                metrics.clone(),
+                settings.node_id.clone(),
+            )),
+            Arc::new(MemoryPresence::default()),
+        ),
+        Some(url) => {
+            let keys = Keys::new(settings.key_prefix.clone());
+            let pool = redis_broker::pool(url, settings.redis_pool_size, settings.redis_timeout)?;
+            let broker = RedisBroker::start(
+                url,
+                pool.clone(),
+                keys.clone(),
+                settings.node_id.clone(),
+                settings.redis_timeout,
+                hub.clone(),
+                metrics.clone(),
+            )?;
+            // Entries live 2.5 heartbeats: a live node refreshes them with
+            // room for a late tick, and a dead node's are gone within 2.5
+            // intervals of its last refresh (under 3 after it died).
+            let ttl = settings.node_heartbeat * 5 / 2;
+            let presence = RedisPresence::new(pool, keys, ttl, settings.redis_timeout);
+            (Arc::new(broker), Arc::new(presence))
+        }
+    };
+    Ok(Services {
+        hub,
+        broker,
+        presence,
+        metrics,
+    })
 }
 
 async fn shutdown_signal() {

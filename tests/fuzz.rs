@@ -57,7 +57,7 @@ proptest! {
         prop_assert_eq!(request.id, Some(id));
         match request.command {
             Command::Publish { channel: c, data: raw, .. } => {
-                prop_assert_eq!(c, channel);
+                prop_assert_eq!(c.as_str(), channel.as_str());
                 let back: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
                 prop_assert_eq!(back, data);
             }

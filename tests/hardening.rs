@@ -624,7 +624,11 @@ async fn burst_admits_exactly_the_limit(nodes: &[&TestNode], user: &str) {
         "(admitted, refused with 429)"
     );
     for node in nodes {
-        let registered = node.gateway.user_connections(user).await.unwrap();
+        let registered = node
+            .gateway
+            .user_connections(&switchboard::ids::UserId::parse(user).unwrap())
+            .await
+            .unwrap();
         assert_eq!(registered.len(), USER_LIMIT);
     }
 
@@ -687,7 +691,10 @@ async fn a_connect_during_a_redis_outage_is_admitted_then_registered() {
     eventually_async(
         "the connection to be registered after the outage",
         || async {
-            let registered = node.gateway.user_connections("olga").await;
+            let registered = node
+                .gateway
+                .user_connections(&switchboard::ids::UserId::parse("olga").unwrap())
+                .await;
             registered.is_ok_and(|r| r.iter().any(|c| c.conn == conn))
         },
     )

@@ -1,0 +1,171 @@
+//! The node's services behind one façade: hub, broker, presence, settings,
+//! metrics, the token verifier and the draining flag, with the operations
+//! of the wire protocol and the server API as its verbs. Callers (the
+//! connection task, the API, startup) use the verbs; the fields are private.
+//!
+//! The verbs are spread by what they act on: [`channels`] (subscriptions,
+//! publish, join/leave events, presence reads) and [`users`] (admission,
+//! the connection lifecycle, direct messages, disconnects). Names arrive
+//! parsed (`ids`); errors are [`Error`](crate::error::Error)s, turned into wire bodies at the edge.
+
+mod channels;
+mod users;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub use channels::{Caller, Route};
+
+use crate::auth::Verifier;
+use crate::broker::Broker;
+use crate::config::Settings;
+use crate::disconnect::Disconnect;
+use crate::handshake::{Handshakes, Permit, Refusal};
+use crate::hub::Hub;
+use crate::metrics::{self, Gauges, Metrics};
+use crate::presence::{now_ms, Presence};
+
+/// What the gateway runs on, wired by startup (memory or Redis backends).
+pub struct Services {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Gateway {
+    settings: Settings,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
+    metrics: Arc<Metrics>,
+    /// Verifies client tokens; None when no JWT key is configured.
+    auth: Option<Verifier>,
+    started_at: u64,
+    draining: AtomicBool,
+    handshakes: Arc<Handshakes>,
+    /// Detaches still writing to the registry (see `settled`).
+    detaching: AtomicUsize,
+}
+
+impl Gateway {
+    pub fn new(settings: Settings, auth: Option<Verifier>, services: Services) -> Arc<Gateway> {
+        let Services {
+            hub,
+            broker,
+            presence,
+            metrics,
+        } = services;
+        Arc::new(Gateway {
+            hub,
+            broker,
+            presence,
+            metrics,
+            auth,
+            started_at: now_ms(),
+            draining: AtomicBool::new(false),
+            detaching: AtomicUsize::new(0),
+            handshakes: Handshakes::new(settings.max_pending_handshakes),
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The token verifier; None when no JWT key is configured.
+    pub fn auth(&self) -> Option<&Verifier> {
+        self.auth.as_ref()
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub(crate) fn presence(&self) -> &dyn Presence {
+        &*self.presence
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    /// When this node started (ms since the epoch), for its node record.
+    pub fn started_at(&self) -> u64 {
+        self.started_at
+    }
+
+    /// Local connections.
+    pub fn connection_count(&self) -> usize {
+        self.hub.connection_count()
+    }
+
+    /// Ask every local connection to close with `reason` (drain).
+    pub fn close_all(&self, reason: Disconnect) {
+        self.hub.close_all(reason);
+    }
+
+    /// Whether the broker can publish and deliver right now.
+    pub fn broker_healthy(&self) -> bool {
+        self.broker.is_healthy()
+    }
+
+    /// Stop the broker's background tasks (shutdown).
+    pub fn shutdown_broker(&self) {
+        self.broker.shutdown();
+    }
+
+    /// Take a handshake slot, or the 503 to answer (see `handshake::Handshakes`).
+    pub fn admit_handshake(&self) -> Result<Permit, Refusal> {
+        self.handshakes.try_admit().inspect_err(|_| {
+            metrics::inc(&self.metrics.handshakes_refused);
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready for traffic: not draining and the broker is reachable.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.broker.is_healthy()
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let (subscriptions, channels) = self.hub.channel_counts();
+        Gauges {
+            connections: self.hub.connection_count(),
+            subscriptions,
+            channels,
+            broker_up: self.broker.is_healthy(),
+            draining: self.is_draining(),
+        }
+    }
+
+    /// No connection is attached or still being detached: every closed
+    /// connection has left presence and the registry (or tried to).
+    pub fn settled(&self) -> bool {
+        self.hub.connection_count() == 0 && self.detaching.load(Ordering::SeqCst) == 0
+    }
+
+    /// Count and log a failed presence write; the heartbeat repairs it.
+    async fn presence_op(
+        &self,
+        op: impl std::future::Future<Output = Result<(), crate::presence::PresenceError>>,
+    ) {
+        metrics::inc(&self.metrics.presence_ops);
+        if let Err(e) = op.await {
+            metrics::inc(&self.metrics.presence_errors);
+            tracing::warn!(error = %e, "presence update failed");
+        }
+    }
+}
