@@ -29,9 +29,9 @@ use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::node_heartbeat::NodeHeartbeat;
-use crate::presence::memory::MemoryPresence;
-use crate::presence::redis::RedisPresence;
-use crate::presence::Presence;
+use crate::presence::memory::MemorySets;
+use crate::presence::redis::RedisSets;
+use crate::presence::{ExpiringSets, Presence};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -187,14 +187,18 @@ impl Application {
 fn services(settings: &Settings) -> Result<Services, BrokerError> {
     let metrics = Arc::new(Metrics::default());
     let hub = Arc::new(Hub::new(metrics.clone()));
-    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &settings.redis_url {
+    // Registry entries live 2.5 heartbeats: a live node refreshes them
+    // with room for a late tick, and a dead node's are gone within 2.5
+    // intervals of its last refresh (under 3 after it died).
+    let ttl = settings.node_heartbeat * 5 / 2;
+    let (broker, sets): (Arc<dyn Broker>, Arc<dyn ExpiringSets>) = match &settings.redis_url {
         None => (
             Arc::new(MemoryBroker::new(
                 hub.clone(),
                 metrics.clone(),
                 settings.node_id.clone(),
             )),
-            Arc::new(MemoryPresence::default()),
+            Arc::new(MemorySets::new(ttl)),
         ),
         Some(url) => {
             let keys = Keys::new(settings.key_prefix.clone());
@@ -208,18 +212,14 @@ fn services(settings: &Settings) -> Result<Services, BrokerError> {
                 hub.clone(),
                 metrics.clone(),
             )?;
-            // Entries live 2.5 heartbeats: a live node refreshes them with
-            // room for a late tick, and a dead node's are gone within 2.5
-            // intervals of its last refresh (under 3 after it died).
-            let ttl = settings.node_heartbeat * 5 / 2;
-            let presence = RedisPresence::new(pool, keys, ttl, settings.redis_timeout);
-            (Arc::new(broker), Arc::new(presence))
+            let sets = RedisSets::new(pool, keys, ttl, settings.redis_timeout);
+            (Arc::new(broker), Arc::new(sets))
         }
     };
     Ok(Services {
         hub,
         broker,
-        presence,
+        presence: Presence::new(sets),
         metrics,
     })
 }

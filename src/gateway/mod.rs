@@ -29,7 +29,7 @@ use crate::presence::{now_ms, Presence};
 pub struct Services {
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
-    pub presence: Arc<dyn Presence>,
+    pub presence: Presence,
     pub metrics: Arc<Metrics>,
 }
 
@@ -37,7 +37,7 @@ pub struct Gateway {
     settings: Settings,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
-    presence: Arc<dyn Presence>,
+    presence: Presence,
     metrics: Arc<Metrics>,
     /// Verifies client tokens; None when no JWT key is configured.
     auth: Option<Verifier>,
@@ -87,8 +87,8 @@ impl Gateway {
         &self.hub
     }
 
-    pub(crate) fn presence(&self) -> &dyn Presence {
-        &*self.presence
+    pub(crate) fn presence(&self) -> &Presence {
+        &self.presence
     }
 
     pub fn node_id(&self) -> &str {

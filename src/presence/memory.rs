@@ -1,146 +1,123 @@
-//! Single-node presence: plain maps. Entries are removed when connections
-//! leave, and the process is the only node, so nothing needs to expire.
+//! Single-node expiring sets: maps under one lock, with the same expiry as
+//! the Redis store (entries live for the TTL unless refreshed, readers
+//! drop what has expired), so both backends behave alike.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{ready, BoxFuture, FutureExt};
 
-use super::{Admission, ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use super::{Additions, Admission, ExpiringSets, PresenceError, Removals, SetName};
 
-#[derive(Debug, Default)]
-struct State {
-    /// channel -> conn -> member
-    channels: BTreeMap<String, BTreeMap<String, Arc<ClientInfo>>>,
-    /// user -> conn -> connection
-    users: BTreeMap<String, BTreeMap<String, Arc<ClientInfo>>>,
-    node: Option<NodeInfo>,
+/// A set's owner: the owned form of a [`SetName`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SetKey {
+    Channel(String),
+    User(String),
+    Nodes,
 }
 
-#[derive(Debug, Default)]
-pub struct MemoryPresence {
-    state: Mutex<State>,
-}
-
-impl MemoryPresence {
-    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+impl From<SetName<'_>> for SetKey {
+    fn from(set: SetName<'_>) -> SetKey {
+        match set {
+            SetName::Channel(c) => SetKey::Channel(c.to_owned()),
+            SetName::User(u) => SetKey::User(u.to_owned()),
+            SetName::Nodes => SetKey::Nodes,
+        }
     }
+}
+
+type Members = BTreeMap<String, (String, u64)>;
+
+/// member -> (value, expiry in ms of the store's monotonic clock)
+pub struct MemorySets {
+    sets: Mutex<BTreeMap<SetKey, Members>>,
+    ttl_ms: u64,
+    /// The store's clock starts here (monotonic: a wall-clock jump cannot
+    /// expire or revive entries).
+    epoch: Instant,
 }
 
 fn done<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, Result<T, PresenceError>> {
     ready(Ok(value)).boxed()
 }
 
-fn remove(map: &mut BTreeMap<String, BTreeMap<String, Arc<ClientInfo>>>, key: &str, conn: &str) {
-    if let Some(members) = map.get_mut(key) {
-        members.remove(conn);
-        if members.is_empty() {
-            map.remove(key);
+impl MemorySets {
+    pub fn new(ttl: Duration) -> MemorySets {
+        MemorySets {
+            sets: Mutex::new(BTreeMap::new()),
+            ttl_ms: ttl.as_millis() as u64,
+            epoch: Instant::now(),
         }
+    }
+
+    /// The live members of `set` after dropping the expired ones (and the
+    /// set itself once empty), under the lock.
+    fn with_live<T>(&self, set: SetName<'_>, f: impl FnOnce(&mut Members, u64) -> T) -> T {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        let key = SetKey::from(set);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let members = sets.entry(key.clone()).or_default();
+        members.retain(|_, (_, expires)| *expires > now);
+        let result = f(members, now);
+        if members.is_empty() {
+            sets.remove(&key);
+        }
+        result
     }
 }
 
-impl Presence for MemoryPresence {
-    fn join<'a>(
-        &'a self,
-        channel: &'a str,
-        client: &'a Arc<ClientInfo>,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.with(|s| {
-            s.channels
-                .entry(channel.to_owned())
-                .or_default()
-                .insert(client.conn.clone(), client.clone())
-        });
+impl ExpiringSets for MemorySets {
+    fn add<'a>(&'a self, sets: &'a [Additions<'a>]) -> BoxFuture<'a, Result<(), PresenceError>> {
+        for (set, entries) in sets {
+            self.with_live(*set, |members, now| {
+                for (member, value) in entries {
+                    members.insert((*member).to_owned(), (value.clone(), now + self.ttl_ms));
+                }
+            });
+        }
         done(())
     }
 
-    fn leave<'a>(
-        &'a self,
-        channel: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.with(|s| remove(&mut s.channels, channel, conn));
+    fn remove<'a>(&'a self, sets: &'a [Removals<'a>]) -> BoxFuture<'a, Result<(), PresenceError>> {
+        for (set, gone) in sets {
+            self.with_live(*set, |members, _| {
+                for member in gone {
+                    members.remove(*member);
+                }
+            });
+        }
         done(())
     }
 
-    fn members<'a>(
+    fn list<'a>(
         &'a self,
-        channel: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>> {
-        let members = self.with(|s| {
-            s.channels
-                .get(channel)
-                .map(|m| m.values().map(|c| (**c).clone()).collect())
-        });
-        done(members.unwrap_or_default())
+        set: SetName<'a>,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, PresenceError>> {
+        done(self.with_live(set, |members, _| {
+            members
+                .iter()
+                .map(|(member, (value, _))| (member.clone(), value.clone()))
+                .collect()
+        }))
     }
 
-    fn admit<'a>(
+    fn add_within<'a>(
         &'a self,
-        client: &'a Arc<ClientInfo>,
+        set: SetName<'a>,
+        member: &'a str,
+        value: String,
         limit: usize,
     ) -> BoxFuture<'a, Result<Admission, PresenceError>> {
         // Count and insert under one lock, as the Redis script does.
-        let admission = self.with(|s| {
-            let held = s.users.get(&client.user).map_or(0, |conns| {
-                conns.len() - usize::from(conns.contains_key(&client.conn))
-            });
-            if held >= limit {
-                return Admission::Full(held);
+        done(self.with_live(set, |members, now| {
+            let others = members.len() - usize::from(members.contains_key(member));
+            if others >= limit {
+                return Admission::Full(others);
             }
-            s.users
-                .entry(client.user.clone())
-                .or_default()
-                .insert(client.conn.clone(), client.clone());
+            members.insert(member.to_owned(), (value, now + self.ttl_ms));
             Admission::Admitted
-        });
-        done(admission)
-    }
-
-    fn unregister<'a>(
-        &'a self,
-        user: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.with(|s| remove(&mut s.users, user, conn));
-        done(())
-    }
-
-    fn connections<'a>(
-        &'a self,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>> {
-        let conns = self.with(|s| {
-            s.users
-                .get(user)
-                .map(|m| m.values().map(|c| (**c).clone()).collect())
-        });
-        done(conns.unwrap_or_default())
-    }
-
-    fn heartbeat<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.with(|s| s.node = snapshot.node.clone());
-        done(())
-    }
-
-    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.with(|s| {
-            if let Some(node) = &snapshot.node {
-                s.node.take_if(|n| n.id == node.id);
-            }
-            for client in &snapshot.clients {
-                remove(&mut s.users, &client.user, &client.conn);
-            }
-            for (channel, client) in &snapshot.presence {
-                remove(&mut s.channels, channel, &client.conn);
-            }
-        });
-        done(())
-    }
-
-    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, PresenceError>> {
-        done(self.with(|s| s.node.iter().cloned().collect()))
+        }))
     }
 }

@@ -1,24 +1,29 @@
 //! Who is where: channel presence, the connection registry and the node
 //! registry.
 //!
-//! Three sets with one shape — members that expire unless refreshed — so a
-//! node that dies (even `kill -9`) leaves nothing behind for long: every
-//! node refreshes what it owns each `node_heartbeat_ms`, entries live for
-//! 2.5 intervals, and readers drop what has expired. A node that is alive
-//! but lost a removal (Redis was down when a client left) heals the same way.
+//! Three registries with one shape — sets of members that expire unless
+//! refreshed — so a node that dies (even `kill -9`) leaves nothing behind
+//! for long: every node refreshes what it owns each `node_heartbeat_ms`,
+//! entries live for 2.5 intervals, and readers drop what has expired. A node
+//! that is alive but lost a removal (Redis was down when a client left)
+//! heals the same way.
 //!
-//! As with the broker, [`memory::MemoryPresence`] is the single-node
-//! implementation and [`redis::RedisPresence`] the cluster one (hash of
-//! members + sorted set of expiry times, updated atomically by Lua, as
-//! Centrifugo does).
+//! So the registries ([`Presence`], in `registries`) are written once, over
+//! one small store of expiring sets ([`ExpiringSets`]): as with the broker,
+//! [`memory::MemorySets`] is the single-node store and [`redis::RedisSets`]
+//! the cluster one (hash of members + sorted set of expiry times, updated
+//! atomically by Lua, as Centrifugo does).
 
 pub mod memory;
 pub mod redis;
+mod registries;
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+pub use registries::Presence;
 
 /// One connection, as presence and the registry report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,52 +83,43 @@ pub enum PresenceError {
     Malformed(String),
 }
 
-pub trait Presence: Send + Sync + 'static {
-    /// Add a subscriber to a channel's presence.
-    fn join<'a>(
-        &'a self,
-        channel: &'a str,
-        client: &'a Arc<ClientInfo>,
-    ) -> BoxFuture<'a, Result<(), PresenceError>>;
-    /// Remove a connection from a channel's presence.
-    fn leave<'a>(
-        &'a self,
-        channel: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>>;
-    /// Current members of a channel, sorted by conn id.
-    fn members<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>>;
+/// One set of a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SetName<'a> {
+    /// Presence of a channel: conn -> [`ClientInfo`].
+    Channel(&'a str),
+    /// A user's connections on every node: conn -> [`ClientInfo`].
+    User(&'a str),
+    /// The live nodes: node id -> [`NodeInfo`].
+    Nodes,
+}
 
-    /// Record a new connection in the registry if its user has fewer than
-    /// `limit` live connections on every node — counted and added in one
-    /// atomic step, so simultaneous connects cannot overshoot the limit.
-    fn admit<'a>(
+/// Members to add to (or refresh in) one set: (member, JSON value).
+pub type Additions<'a> = (SetName<'a>, Vec<(&'a str, String)>);
+/// Members to remove from one set.
+pub type Removals<'a> = (SetName<'a>, Vec<&'a str>);
+
+/// Sets of members (each with a JSON value) that expire unless refreshed:
+/// the whole storage seam of the registries.
+pub trait ExpiringSets: Send + Sync + 'static {
+    /// Add or refresh members, each to live for the store's TTL from now.
+    fn add<'a>(&'a self, sets: &'a [Additions<'a>]) -> BoxFuture<'a, Result<(), PresenceError>>;
+    /// Remove members.
+    fn remove<'a>(&'a self, sets: &'a [Removals<'a>]) -> BoxFuture<'a, Result<(), PresenceError>>;
+    /// The live members and their values, sorted by member.
+    fn list<'a>(
         &'a self,
-        client: &'a Arc<ClientInfo>,
+        set: SetName<'a>,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, PresenceError>>;
+    /// Add `member` only if fewer than `limit` other members are live —
+    /// counted and added in one atomic step.
+    fn add_within<'a>(
+        &'a self,
+        set: SetName<'a>,
+        member: &'a str,
+        value: String,
         limit: usize,
     ) -> BoxFuture<'a, Result<Admission, PresenceError>>;
-    /// Remove a closed connection from the registry.
-    fn unregister<'a>(
-        &'a self,
-        user: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>>;
-    /// Live connections of a user on every node, sorted by conn id.
-    fn connections<'a>(
-        &'a self,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>>;
-
-    /// Refresh everything this node owns (its record, its connections, their presence).
-    fn heartbeat<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>>;
-    /// Remove everything in the snapshot (its node record, connections and
-    /// their presence): a node leaving the cluster on a graceful exit.
-    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>>;
-    /// Live nodes, sorted by id.
-    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, PresenceError>>;
 }
 
 /// Milliseconds since the Unix epoch.

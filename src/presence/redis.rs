@@ -1,4 +1,4 @@
-//! Cluster presence in Redis. Each set is a hash (member -> JSON) plus a
+//! The cluster's expiring sets in Redis. Each set is a hash (member -> JSON) plus a
 //! sorted set (member -> expiry in ms, Redis clock), changed only by the
 //! Lua scripts below so the two never disagree. Reads drop expired members
 //! first; writes extend both keys' TTL so a set nobody refreshes vanishes.
@@ -6,14 +6,12 @@
 //! node's entries look expired to another.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::Pool;
 use futures_util::future::{BoxFuture, FutureExt};
-use serde::de::DeserializeOwned;
 
-use super::{Admission, ClientInfo, NodeInfo, Presence, PresenceError, Snapshot};
+use super::{Additions, Admission, ExpiringSets, PresenceError, Removals, SetName};
 use crate::keys::{ExpiringSet, Keys};
 
 /// KEYS: hash, expiry zset. ARGV: ttl ms, then member, value pairs.
@@ -86,7 +84,7 @@ const HEARTBEAT_BATCH: usize = 256;
 /// Members per call of the removal script when a node withdraws.
 const REMOVE_CHUNK: usize = 500;
 
-pub struct RedisPresence {
+pub struct RedisSets {
     pool: Pool,
     keys: Keys,
     /// How long an entry lives without a refresh.
@@ -102,9 +100,9 @@ fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Presen
     PresenceError::Unavailable(e.into())
 }
 
-impl RedisPresence {
+impl RedisSets {
     pub fn new(pool: Pool, keys: Keys, ttl: Duration, timeout: Duration) -> Self {
-        RedisPresence {
+        RedisSets {
             pool,
             keys,
             ttl,
@@ -129,70 +127,38 @@ impl RedisPresence {
             .unwrap_or(Err(PresenceError::Timeout(self.timeout)))
     }
 
-    async fn add_one(
+    /// The Redis keys of a set.
+    fn keys_of(&self, set: SetName<'_>) -> ExpiringSet {
+        match set {
+            SetName::Channel(channel) => self.keys.channel_presence(channel),
+            SetName::User(user) => self.keys.user_connections(user),
+            SetName::Nodes => self.keys.nodes(),
+        }
+    }
+
+    /// Run `script` once on one set: the common single-entry case (a join,
+    /// a leave), one round trip (EVALSHA, loading the script if needed).
+    async fn on_set(
         &self,
-        set: ExpiringSet,
-        member: &str,
-        value: String,
+        script: &redis::Script,
+        set: &ExpiringSet,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
     ) -> Result<(), PresenceError> {
         self.bounded(async {
             let mut conn = self.pool.get().await.map_err(unavailable)?;
-            self.add
-                .key(&set.hash)
-                .key(&set.expiry)
-                .arg(self.ttl_ms())
-                .arg(member)
-                .arg(value)
-                .invoke_async::<i64>(&mut conn)
+            let mut call = script.key(&set.hash);
+            call.key(&set.expiry);
+            args(&mut call);
+            call.invoke_async::<i64>(&mut conn)
                 .await
                 .map_err(unavailable)
                 .map(drop)
         })
         .await
-    }
-
-    async fn remove_one(&self, set: ExpiringSet, member: &str) -> Result<(), PresenceError> {
-        self.bounded(async {
-            let mut conn = self.pool.get().await.map_err(unavailable)?;
-            self.remove
-                .key(&set.hash)
-                .key(&set.expiry)
-                .arg(member)
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map_err(unavailable)
-                .map(drop)
-        })
-        .await
-    }
-
-    /// Live members' values, decoded, in member order.
-    async fn list_all<T: DeserializeOwned>(
-        &self,
-        set: ExpiringSet,
-    ) -> Result<Vec<T>, PresenceError> {
-        let flat: Vec<String> = self
-            .bounded(async {
-                let mut conn = self.pool.get().await.map_err(unavailable)?;
-                self.list
-                    .key(&set.hash)
-                    .key(&set.expiry)
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(unavailable)
-            })
-            .await?;
-        let mut by_member = BTreeMap::new();
-        for pair in flat.chunks_exact(2) {
-            let value: T = serde_json::from_str(&pair[1])
-                .map_err(|e| PresenceError::Malformed(format!("{}[{}]: {e}", set.hash, pair[0])))?;
-            by_member.insert(pair[0].clone(), value);
-        }
-        Ok(by_member.into_values().collect())
     }
 }
 
-impl RedisPresence {
+impl RedisSets {
     /// Run `script` (whose source is `source`) once per set, with the set's
     /// hash and expiry keys and the arguments `args` appends, pipelined in
     /// batches; each round trip is bounded by the timeout.
@@ -235,46 +201,102 @@ impl RedisPresence {
     }
 }
 
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("presence records serialise")
-}
-
-impl Presence for RedisPresence {
-    fn join<'a>(
-        &'a self,
-        channel: &'a str,
-        client: &'a Arc<ClientInfo>,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.add_one(
-            self.keys.channel_presence(channel),
-            &client.conn,
-            to_json(&**client),
-        )
+impl ExpiringSets for RedisSets {
+    fn add<'a>(&'a self, sets: &'a [Additions<'a>]) -> BoxFuture<'a, Result<(), PresenceError>> {
+        let ttl = self.ttl_ms();
+        async move {
+            if let [(set, members)] = sets {
+                let set = self.keys_of(*set);
+                return self
+                    .on_set(&self.add, &set, |call| {
+                        call.arg(ttl);
+                        for (member, value) in members {
+                            call.arg(*member).arg(value);
+                        }
+                    })
+                    .await;
+            }
+            let calls: Vec<_> = sets
+                .iter()
+                .map(|(set, members)| (self.keys_of(*set), members))
+                .collect();
+            self.per_set(&self.add, ADD_LUA, &calls, |cmd, members| {
+                cmd.arg(ttl);
+                for (member, value) in *members {
+                    cmd.arg(*member).arg(value);
+                }
+            })
+            .await
+        }
         .boxed()
     }
 
-    fn leave<'a>(
-        &'a self,
-        channel: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.remove_one(self.keys.channel_presence(channel), conn)
-            .boxed()
+    fn remove<'a>(&'a self, sets: &'a [Removals<'a>]) -> BoxFuture<'a, Result<(), PresenceError>> {
+        async move {
+            if let [(set, members)] = sets {
+                if members.len() <= REMOVE_CHUNK {
+                    let set = self.keys_of(*set);
+                    return self
+                        .on_set(&self.remove, &set, |call| {
+                            call.arg(members);
+                        })
+                        .await;
+                }
+            }
+            // The removal script unpacks its members onto Lua's stack, which
+            // is bounded: a set's members go in chunks.
+            let calls: Vec<_> = sets
+                .iter()
+                .flat_map(|(set, members)| {
+                    let keys = self.keys_of(*set);
+                    members
+                        .chunks(REMOVE_CHUNK)
+                        .map(move |chunk| (keys.clone(), chunk))
+                })
+                .collect();
+            self.per_set(&self.remove, REMOVE_LUA, &calls, |cmd, members| {
+                cmd.arg(*members);
+            })
+            .await
+        }
+        .boxed()
     }
 
-    fn members<'a>(
+    fn list<'a>(
         &'a self,
-        channel: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>> {
-        self.list_all(self.keys.channel_presence(channel)).boxed()
+        set: SetName<'a>,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, PresenceError>> {
+        async move {
+            let set = self.keys_of(set);
+            let flat: Vec<String> = self
+                .bounded(async {
+                    let mut conn = self.pool.get().await.map_err(unavailable)?;
+                    self.list
+                        .key(&set.hash)
+                        .key(&set.expiry)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(unavailable)
+                })
+                .await?;
+            let mut by_member = BTreeMap::new();
+            let mut flat = flat.into_iter();
+            while let (Some(member), Some(value)) = (flat.next(), flat.next()) {
+                by_member.insert(member, value);
+            }
+            Ok(by_member.into_iter().collect())
+        }
+        .boxed()
     }
 
-    fn admit<'a>(
+    fn add_within<'a>(
         &'a self,
-        client: &'a Arc<ClientInfo>,
+        set: SetName<'a>,
+        member: &'a str,
+        value: String,
         limit: usize,
     ) -> BoxFuture<'a, Result<Admission, PresenceError>> {
-        let set = self.keys.user_connections(&client.user);
+        let set = self.keys_of(set);
         async move {
             let (added, live): (i64, u64) = self
                 .bounded(async {
@@ -284,8 +306,8 @@ impl Presence for RedisPresence {
                         .key(&set.expiry)
                         .arg(self.ttl_ms())
                         .arg(limit)
-                        .arg(&client.conn)
-                        .arg(to_json(&**client))
+                        .arg(member)
+                        .arg(value)
                         .invoke_async(&mut conn)
                         .await
                         .map_err(unavailable)
@@ -298,92 +320,5 @@ impl Presence for RedisPresence {
             })
         }
         .boxed()
-    }
-
-    fn unregister<'a>(
-        &'a self,
-        user: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<(), PresenceError>> {
-        self.remove_one(self.keys.user_connections(user), conn)
-            .boxed()
-    }
-
-    fn connections<'a>(
-        &'a self,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, PresenceError>> {
-        self.list_all(self.keys.user_connections(user)).boxed()
-    }
-
-    fn heartbeat<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
-        async move {
-            // Group members by set so each set takes one script call.
-            let mut sets: BTreeMap<ExpiringSet, Vec<(&str, String)>> = BTreeMap::new();
-            if let Some(node) = &snapshot.node {
-                sets.entry(self.keys.nodes())
-                    .or_default()
-                    .push((&node.id, to_json(node)));
-            }
-            for client in &snapshot.clients {
-                sets.entry(self.keys.user_connections(&client.user))
-                    .or_default()
-                    .push((&client.conn, to_json(&**client)));
-            }
-            for (channel, client) in &snapshot.presence {
-                sets.entry(self.keys.channel_presence(channel))
-                    .or_default()
-                    .push((&client.conn, to_json(&**client)));
-            }
-            let sets: Vec<_> = sets.into_iter().collect();
-            self.per_set(&self.add, ADD_LUA, &sets, |cmd, members| {
-                cmd.arg(self.ttl_ms());
-                for (member, value) in members {
-                    cmd.arg(*member).arg(value);
-                }
-            })
-            .await
-        }
-        .boxed()
-    }
-
-    fn withdraw<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), PresenceError>> {
-        async move {
-            let mut sets: BTreeMap<ExpiringSet, Vec<&str>> = BTreeMap::new();
-            if let Some(node) = &snapshot.node {
-                sets.entry(self.keys.nodes()).or_default().push(&node.id);
-            }
-            for client in &snapshot.clients {
-                sets.entry(self.keys.user_connections(&client.user))
-                    .or_default()
-                    .push(&client.conn);
-            }
-            for (channel, client) in &snapshot.presence {
-                sets.entry(self.keys.channel_presence(channel))
-                    .or_default()
-                    .push(&client.conn);
-            }
-            // The removal script unpacks its members onto Lua's stack, which
-            // is bounded: a set's members go in chunks.
-            let calls: Vec<_> = sets
-                .iter()
-                .flat_map(|(set, members)| {
-                    members
-                        .chunks(REMOVE_CHUNK)
-                        .map(move |chunk| (set.clone(), chunk))
-                })
-                .collect();
-            self.per_set(&self.remove, REMOVE_LUA, &calls, |cmd, members| {
-                for member in *members {
-                    cmd.arg(*member);
-                }
-            })
-            .await
-        }
-        .boxed()
-    }
-
-    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, PresenceError>> {
-        self.list_all(self.keys.nodes()).boxed()
     }
 }
