@@ -10,6 +10,7 @@ use super::Settings;
 /// without a colon belong to the default namespace, which always exists; a
 /// channel whose namespace is not configured is refused as `unknown_channel`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct Namespace {
     pub name: String,
@@ -19,6 +20,7 @@ pub struct Namespace {
 
 /// What a namespace's channels offer beyond publish/subscribe.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceOptions {
     /// Track subscribers in the channel's presence set (`presence` command, `/api/presence`).
@@ -40,6 +42,7 @@ pub struct NamespaceOptions {
 
 /// Who may do something on a namespace's channels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
 pub enum Rule {
     /// Every connection, anonymous ones included.

@@ -44,6 +44,101 @@ fn configuration_docs_and_help_list_the_same_settings() {
     }
 }
 
+/// The declared defaults by TOML key, as `--help` and the docs write them;
+/// None: no default (the setting stays unset) or not a plain value.
+fn declared_defaults() -> Vec<(String, Option<String>)> {
+    let merged = Layer::default().merge(Layer::default());
+    let serde_json::Value::Object(map) = serde_json::to_value(merged).unwrap() else {
+        unreachable!("Merged is a struct")
+    };
+    map.into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                    Some(value.to_string())
+                }
+                _ => None,
+            };
+            (key, text)
+        })
+        .collect()
+}
+
+/// Defaults computed at start, which help and docs describe in words.
+const COMPUTED_DEFAULTS: &[&str] = &["node_id", "workers"];
+
+/// The default a help text states: `(default X)`, `(default: X)` or
+/// `` `X` (default)``.
+fn stated_default(help: &str) -> Option<String> {
+    if let Some((before, _)) = help.split_once(" (default)") {
+        return before
+            .rsplit(' ')
+            .next()
+            .map(|w| w.trim_matches('`').into());
+    }
+    let (_, rest) = help.split_once("(default")?;
+    let rest = rest.strip_prefix(':').unwrap_or(rest);
+    Some(rest.split(')').next()?.trim().trim_matches('`').into())
+}
+
+/// A default stated in `--help` or in docs/configuration.md is the one
+/// declared in layers.rs, and the docs list exactly the declared TOML keys.
+#[test]
+fn documented_defaults_and_keys_are_the_declared_ones() {
+    use clap::CommandFactory;
+    let defaults = declared_defaults();
+    let declared = |key: &str| defaults.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let checked = |key: &str| match declared(key) {
+        Some(Some(text)) if !COMPUTED_DEFAULTS.contains(&key) => Some(text.clone()),
+        _ => None,
+    };
+    for arg in Cli::command().get_arguments() {
+        let key = arg.get_id().as_str();
+        if let Some(default) = checked(key) {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert_eq!(
+                stated_default(&help),
+                Some(default),
+                "--help of `{key}` does not state its declared default: {help:?}"
+            );
+        }
+    }
+    let doc = include_str!("../../docs/configuration.md");
+    let mut documented = Vec::new();
+    for line in doc.lines() {
+        // The settings table: | `key` | flag / environment | default | meaning |
+        let line = line.replace("\\|", "/"); // an escaped `|` inside a cell
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() != 6 || !cells[1].starts_with('`') {
+            continue;
+        }
+        let keys: Vec<&str> = cells[1].split('`').skip(1).step_by(2).collect();
+        for key in &keys {
+            assert!(
+                declared(key).is_some(),
+                "docs/configuration.md documents `{key}`, which is not a setting"
+            );
+            documented.push(key.to_string());
+        }
+        if let [key] = keys[..] {
+            if let Some(default) = checked(key) {
+                assert_eq!(
+                    cells[3].trim_matches('`'),
+                    default,
+                    "docs/configuration.md gives `{key}` another default"
+                );
+            }
+        }
+    }
+    for (key, _) in &defaults {
+        assert!(
+            documented.contains(key),
+            "docs/configuration.md does not document the TOML key `{key}`"
+        );
+    }
+}
+
 #[test]
 fn defaults_are_the_embedded_single_node() {
     let s = Settings::resolve(Cli::default(), FileSettings::default()).unwrap();
