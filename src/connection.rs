@@ -9,7 +9,6 @@
 //! commands and the hub only to register and unregister.
 
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -22,11 +21,11 @@ use tracing::Instrument;
 use crate::auth::{Access, Identity};
 use crate::commands;
 use crate::disconnect::Disconnect;
-use crate::frame_guard::GuardError;
 use crate::gateway::Caller;
 use crate::gateway::Gateway;
 use crate::handshake::Permit;
 use crate::hub::{Closer, ConnId, Member};
+use crate::inbound::{classify, limited};
 use crate::metrics;
 use crate::outbox::Outbox;
 use crate::presence::ClientInfo;
@@ -414,44 +413,4 @@ async fn guarded(
 fn timed_out(gw: &Gateway) -> Exit {
     metrics::inc(&gw.metrics().heartbeat_timeouts);
     Exit::Server(Disconnect::HeartbeatTimeout)
-}
-
-/// The client's frames, whole messages of at most `max` bytes, in one
-/// frame or fragmented; larger ones end the stream with an error that
-/// `classify` turns into 1009.
-pub(crate) fn limited(stream: actix_ws::MessageStream, max: usize) -> AggregatedMessageStream {
-    stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max)
-}
-
-/// Map a read error to the close the client gets.
-pub(crate) fn classify(e: &ProtocolError) -> Disconnect {
-    if let ProtocolError::Io(io) = e {
-        match GuardError::find(io) {
-            Some(GuardError::TooLarge { .. }) => return Disconnect::MessageTooBig,
-            Some(
-                GuardError::ControlTooLong(_) | GuardError::Reserved | GuardError::BadFragment,
-            ) => return Disconnect::ProtocolError,
-            Some(GuardError::CloseReasonNotUtf8) => return Disconnect::InvalidPayload,
-            None => {}
-        }
-    }
-    match e {
-        ProtocolError::Overflow => Disconnect::MessageTooBig,
-        // actix-ws reports an oversized fragmented message as an I/O error.
-        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
-            Disconnect::MessageTooBig
-        }
-        // actix-http reports reserved bits as InvalidData too; that is a
-        // framing error (1002), not bad text (1007).
-        ProtocolError::Io(io) if io.to_string().contains("reserved bits") => {
-            Disconnect::ProtocolError
-        }
-        ProtocolError::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-            Disconnect::InvalidPayload
-        }
-        _ => Disconnect::ProtocolError,
-    }
 }

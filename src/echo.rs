@@ -7,7 +7,7 @@
 //! everything below the protocol with `/ws`: the admission in `http`
 //! (draining, origin check, authentication, per-user limit), the actix-ws
 //! stream with the `max_message_bytes` limits (`connection::limited`), and
-//! the close codes (`connection::classify`).
+//! the close codes (`inbound::classify`).
 //!
 //! Off unless `echo_endpoint` is set; `/echo` is then not routed (404). It
 //! joins no hub: no channels, no server pings or heartbeat timeout, no
@@ -20,8 +20,9 @@ use actix_ws::{AggregatedMessage, Session};
 use tracing::Instrument;
 
 use crate::auth::Identity;
-use crate::connection::{classify, limited, new_conn_id, CLOSE_TIMEOUT};
+use crate::connection::{new_conn_id, CLOSE_TIMEOUT};
 use crate::gateway::Gateway;
+use crate::inbound::{classify, limited};
 
 /// Echo one upgraded WebSocket until it closes.
 pub async fn serve(

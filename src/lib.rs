@@ -13,6 +13,7 @@
 //! * [`api`] — the server HTTP API under `/api` (API-key protected).
 //! * [`connection`] — one task per socket.
 //! * [`frame_guard`] — frame-header limits checked before actix-ws buffers a payload.
+//! * [`inbound`] — the size-limited message stream and the close code of each read error.
 //! * [`echo`] — `/echo`, an echoing WebSocket for conformance tests (off by default).
 //! * [`protocol`] — client commands and server frames (wire protocol v1).
 //! * [`gateway`] — the node's services behind a façade (private fields, verbs): subscriptions,
@@ -58,6 +59,7 @@ pub mod handshake;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod inbound;
 pub mod keys;
 pub mod metrics;
 pub mod node_heartbeat;

@@ -1,75 +1,31 @@
-//! Cluster mode: messages travel through Redis pub/sub.
-//!
-//! * Commands (the publish script, direct PUBLISH) go through a deadpool
-//!   pool, each bounded by `redis_timeout`, so an outage turns into a prompt
-//!   `broker_unavailable` reply instead of a hang.
-//! * Deliveries arrive on one dedicated subscriber connection that never
-//!   comes from the pool. A reconciler compares the topics the hub wants
-//!   with those subscribed on the current connection and sends SUBSCRIBE /
-//!   UNSUBSCRIBE for the difference; after a reconnect nothing is
-//!   subscribed, so the same loop resubscribes everything. `subscribe()`
-//!   resolves only when Redis has confirmed the subscription.
-//! * Publishing is one Lua script: it bumps the channel's offset, keeps its
-//!   epoch, and PUBLISHes the envelope with both spliced in — one round trip,
-//!   and Redis orders the messages of a channel by offset.
+//! The subscriber connection of the Redis broker: one dedicated pub/sub
+//! connection (never from the pool) that forwards every delivery to the
+//! hub, and a reconciler that compares the topics the hub wants with those
+//! subscribed on the current connection and sends SUBSCRIBE / UNSUBSCRIBE
+//! for the difference. After a reconnect nothing is subscribed, so the same
+//! loop resubscribes everything; the broker counts as healthy (and may
+//! publish) only once a round has confirmed every wanted topic.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
-
-use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::envelope::{self, Delivery};
-use super::{Broker, BrokerError, Notice, Publication, Published};
+use crate::broker::envelope::{self, Delivery};
+use crate::broker::BrokerError;
 use crate::hub::Hub;
-use crate::keys::Keys;
 use crate::metrics::{self, Metrics};
-use crate::protocol::new_epoch;
 use crate::telemetry;
-use crate::topic::Topic;
 
-/// How long a channel's offset/epoch survive without a publish. After that
-/// the next publish starts a new epoch, which clients read as "positions reset".
-const CHANNEL_META_TTL_SECS: u64 = 86_400;
 /// How often the subscriber connection is probed with PING when idle.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Channels per SUBSCRIBE command when resubscribing many at once.
 const SUBSCRIBE_BATCH: usize = 256;
-
-/// The command pool shared by the broker and presence: every checkout,
-/// create and recycle is bounded by `timeout`.
-pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, BrokerError> {
-    deadpool_redis::Config::from_url(url)
-        .builder()
-        .map_err(BrokerError::unavailable)?
-        .max_size(size)
-        .wait_timeout(Some(timeout))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(BrokerError::unavailable)
-}
-
-const PUBLISH_LUA: &str = r#"
-local ep = redis.call('HGET', KEYS[1], 'e')
-if not ep then
-  ep = ARGV[4]
-  redis.call('HSET', KEYS[1], 'e', ep)
-end
-local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('PUBLISH', KEYS[2],
-  ARGV[1] .. off .. ',"ep":"' .. ep .. '"}\n' .. ARGV[2] .. off .. ',"epoch":"' .. ep .. '"' .. ARGV[3])
-return {off, ep}
-"#;
 
 #[derive(Debug, Default)]
 struct TopicState {
@@ -98,178 +54,61 @@ impl Subscriptions {
     }
 }
 
-pub struct RedisBroker {
-    pool: Pool,
-    keys: Keys,
-    node_id: String,
-    timeout: Duration,
+/// The running subscriber: its wanted topics, health and task.
+pub(super) struct Subscriber {
     subs: Arc<Subscriptions>,
     healthy: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
-    script: redis::Script,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl RedisBroker {
-    /// Start the subscriber task; commands use `pool`. Does not wait for Redis:
-    /// a node may start before Redis and becomes ready when it connects.
-    pub fn start(
-        url: &str,
-        pool: Pool,
-        keys: Keys,
+impl Subscriber {
+    /// Start the subscriber task. Does not wait for Redis: a node may start
+    /// before Redis and becomes healthy when it connects.
+    pub(super) fn start(
+        client: redis::Client,
         node_id: String,
-        timeout: Duration,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-    ) -> Result<RedisBroker, BrokerError> {
-        let client = redis::Client::open(url).map_err(BrokerError::unavailable)?;
+        timeout: Duration,
+    ) -> Subscriber {
         let subs = Arc::new(Subscriptions::default());
         let healthy = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(subscriber_loop(
             client,
-            node_id.clone(),
+            node_id,
             subs.clone(),
             hub,
             healthy.clone(),
-            metrics.clone(),
+            metrics,
             timeout,
         ));
-        Ok(RedisBroker {
-            pool,
-            keys,
-            node_id,
-            timeout,
+        Subscriber {
             subs,
             healthy,
-            metrics,
-            script: redis::Script::new(PUBLISH_LUA),
             task: Mutex::new(Some(task)),
-        })
-    }
-
-    /// Run one pooled operation under the operation timeout, counting failures.
-    async fn with_timeout<T>(
-        &self,
-        op: impl std::future::Future<Output = Result<T, BrokerError>>,
-    ) -> Result<T, BrokerError> {
-        let result = tokio::time::timeout(self.timeout, op)
-            .await
-            .unwrap_or(Err(BrokerError::Timeout(self.timeout)));
-        if result.is_err() {
-            metrics::inc(&self.metrics.broker_errors);
         }
-        result
     }
 
-    /// PUBLISH a payload under the operation timeout.
-    async fn publish_raw(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
-        self.with_timeout(async {
-            let mut conn = self.conn().await?;
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
-                .await
-                .map_err(redis_error)
-        })
-        .await
-        .map(drop)
-    }
-
-    /// A pooled connection for a publishing command. Refused while this
-    /// node's subscriber connection is down or still resubscribing: Redis
-    /// would accept the PUBLISH (the pool reconnects first) and deliver it to
-    /// nobody here, and the client would hold an `ok` for a lost message.
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
-        if !self.is_healthy() {
-            return Err(BrokerError::NotResubscribed);
-        }
-        self.pool.get().await.map_err(BrokerError::unavailable)
-    }
-}
-
-fn redis_error(e: redis::RedisError) -> BrokerError {
-    BrokerError::unavailable(e)
-}
-
-impl Broker for RedisBroker {
-    fn publish<'a>(&'a self, p: Publication<'a>) -> BoxFuture<'a, Result<Published, BrokerError>> {
-        async move {
-            let head = envelope::channel_head(&self.node_id, p.channel, p.traceparent);
-            let meta = self.keys.channel_meta(p.channel);
-            let chan = self.keys.channel_pubsub(p.channel);
-            let epoch = new_epoch();
-            let (offset, epoch): (u64, String) = self
-                .with_timeout(async {
-                    let mut conn = self.conn().await?;
-                    self.script
-                        .key(&meta)
-                        .key(&chan)
-                        .arg(&head)
-                        .arg(&p.parts.head)
-                        .arg(&p.parts.tail)
-                        .arg(&epoch)
-                        .arg(CHANNEL_META_TTL_SECS)
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(redis_error)
-                })
-                .await?;
-            Ok(Published { offset, epoch })
-        }
-        .boxed()
-    }
-
-    fn notify<'a>(&'a self, notice: Notice<'a>) -> BoxFuture<'a, Result<(), BrokerError>> {
-        async move {
-            let (channel, payload) = match notice {
-                Notice::Direct { user, frame } => (
-                    self.keys.user_pubsub(user),
-                    envelope::direct(&self.node_id, user, None, &frame),
-                ),
-                Notice::Event { channel, frame } => (
-                    self.keys.channel_pubsub(channel),
-                    envelope::event(&self.node_id, channel, &frame),
-                ),
-                Notice::Disconnect { user, reason } => (
-                    self.keys.user_pubsub(user),
-                    envelope::control(&self.node_id, user, reason),
-                ),
-            };
-            self.publish_raw(&channel, &payload).await
-        }
-        .boxed()
-    }
-
-    fn subscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>> {
-        async move {
-            let name = self.keys.topic_pubsub(topic);
-            let rx = {
-                let mut topics = self.subs.lock();
-                let state = topics.entry(name).or_default();
-                state.wanted = true;
-                if state.active && !state.unsubscribing {
-                    return Ok(());
-                }
-                let (tx, rx) = oneshot::channel();
-                state.waiters.push(tx);
-                rx
-            };
-            self.subs.changed.notify_one();
-            match tokio::time::timeout(self.timeout, rx).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(BrokerError::SubscriptionDropped),
-                Err(_) => {
-                    metrics::inc(&self.metrics.broker_errors);
-                    Err(BrokerError::Timeout(self.timeout))
-                }
+    /// Want the pub/sub channel `name`; resolves once Redis has confirmed
+    /// the subscription on the current connection.
+    pub(super) async fn want(&self, name: String) -> Result<(), BrokerError> {
+        let rx = {
+            let mut topics = self.subs.lock();
+            let state = topics.entry(name).or_default();
+            state.wanted = true;
+            if state.active && !state.unsubscribing {
+                return Ok(());
             }
-        }
-        .boxed()
+            let (tx, rx) = oneshot::channel();
+            state.waiters.push(tx);
+            rx
+        };
+        self.subs.changed.notify_one();
+        rx.await.map_err(|_| BrokerError::SubscriptionDropped)
     }
 
-    fn unsubscribe(&self, topic: &Topic) {
-        let name = self.keys.topic_pubsub(topic);
+    /// Stop wanting `name`. Never blocks (the hub calls it under its lock).
+    pub(super) fn unwant(&self, name: String) {
         let mut topics = self.subs.lock();
         if let Some(state) = topics.get_mut(&name) {
             state.wanted = false;
@@ -285,20 +124,14 @@ impl Broker for RedisBroker {
         self.subs.changed.notify_one();
     }
 
-    fn is_healthy(&self) -> bool {
+    pub(super) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             task.abort();
         }
-    }
-}
-
-impl Drop for RedisBroker {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 

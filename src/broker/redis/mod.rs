@@ -1,0 +1,225 @@
+//! Cluster mode: messages travel through Redis pub/sub.
+//!
+//! * Commands (the publish script, direct PUBLISH) go through a deadpool
+//!   pool, each bounded by `redis_timeout`, so an outage turns into a prompt
+//!   `broker_unavailable` reply instead of a hang.
+//! * Deliveries arrive on one dedicated subscriber connection that never
+//!   comes from the pool. A reconciler compares the topics the hub wants
+//!   with those subscribed on the current connection and sends SUBSCRIBE /
+//!   UNSUBSCRIBE for the difference; after a reconnect nothing is
+//!   subscribed, so the same loop resubscribes everything. `subscribe()`
+//!   resolves only when Redis has confirmed the subscription.
+//! * Publishing is one Lua script: it bumps the channel's offset, keeps its
+//!   epoch, and PUBLISHes the envelope with both spliced in — one round trip,
+//!   and Redis orders the messages of a channel by offset.
+
+mod subscriber;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::{Pool, Runtime};
+use futures_util::future::{BoxFuture, FutureExt};
+
+use self::subscriber::Subscriber;
+use super::envelope;
+use super::{Broker, BrokerError, Notice, Publication, Published};
+use crate::hub::Hub;
+use crate::keys::Keys;
+use crate::metrics::{self, Metrics};
+use crate::protocol::new_epoch;
+use crate::topic::Topic;
+
+/// How long a channel's offset/epoch survive without a publish. After that
+/// the next publish starts a new epoch, which clients read as "positions reset".
+const CHANNEL_META_TTL_SECS: u64 = 86_400;
+
+/// The command pool shared by the broker and presence: every checkout,
+/// create and recycle is bounded by `timeout`.
+pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, BrokerError> {
+    deadpool_redis::Config::from_url(url)
+        .builder()
+        .map_err(BrokerError::unavailable)?
+        .max_size(size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(BrokerError::unavailable)
+}
+
+const PUBLISH_LUA: &str = r#"
+local ep = redis.call('HGET', KEYS[1], 'e')
+if not ep then
+  ep = ARGV[4]
+  redis.call('HSET', KEYS[1], 'e', ep)
+end
+local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', KEYS[2],
+  ARGV[1] .. off .. ',"ep":"' .. ep .. '"}\n' .. ARGV[2] .. off .. ',"epoch":"' .. ep .. '"' .. ARGV[3])
+return {off, ep}
+"#;
+
+pub struct RedisBroker {
+    pool: Pool,
+    keys: Keys,
+    node_id: String,
+    timeout: Duration,
+    subscriber: Subscriber,
+    metrics: Arc<Metrics>,
+    script: redis::Script,
+}
+
+impl RedisBroker {
+    /// Start the subscriber task; commands use `pool`. Does not wait for Redis:
+    /// a node may start before Redis and becomes ready when it connects.
+    pub fn start(
+        url: &str,
+        pool: Pool,
+        keys: Keys,
+        node_id: String,
+        timeout: Duration,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisBroker, BrokerError> {
+        let client = redis::Client::open(url).map_err(BrokerError::unavailable)?;
+        let subscriber = Subscriber::start(client, node_id.clone(), hub, metrics.clone(), timeout);
+        Ok(RedisBroker {
+            pool,
+            keys,
+            node_id,
+            timeout,
+            subscriber,
+            metrics,
+            script: redis::Script::new(PUBLISH_LUA),
+        })
+    }
+
+    /// Run one pooled operation under the operation timeout, counting failures.
+    async fn with_timeout<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        let result = tokio::time::timeout(self.timeout, op)
+            .await
+            .unwrap_or(Err(BrokerError::Timeout(self.timeout)));
+        if result.is_err() {
+            metrics::inc(&self.metrics.broker_errors);
+        }
+        result
+    }
+
+    /// PUBLISH a payload under the operation timeout.
+    async fn publish_raw(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
+        self.with_timeout(async {
+            let mut conn = self.conn().await?;
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(redis_error)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// A pooled connection for a publishing command. Refused while this
+    /// node's subscriber connection is down or still resubscribing: Redis
+    /// would accept the PUBLISH (the pool reconnects first) and deliver it to
+    /// nobody here, and the client would hold an `ok` for a lost message.
+    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
+        if !self.is_healthy() {
+            return Err(BrokerError::NotResubscribed);
+        }
+        self.pool.get().await.map_err(BrokerError::unavailable)
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> BrokerError {
+    BrokerError::unavailable(e)
+}
+
+impl Broker for RedisBroker {
+    fn publish<'a>(&'a self, p: Publication<'a>) -> BoxFuture<'a, Result<Published, BrokerError>> {
+        async move {
+            let head = envelope::channel_head(&self.node_id, p.channel, p.traceparent);
+            let meta = self.keys.channel_meta(p.channel);
+            let chan = self.keys.channel_pubsub(p.channel);
+            let epoch = new_epoch();
+            let (offset, epoch): (u64, String) = self
+                .with_timeout(async {
+                    let mut conn = self.conn().await?;
+                    self.script
+                        .key(&meta)
+                        .key(&chan)
+                        .arg(&head)
+                        .arg(&p.parts.head)
+                        .arg(&p.parts.tail)
+                        .arg(&epoch)
+                        .arg(CHANNEL_META_TTL_SECS)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+            Ok(Published { offset, epoch })
+        }
+        .boxed()
+    }
+
+    fn notify<'a>(&'a self, notice: Notice<'a>) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let (channel, payload) = match notice {
+                Notice::Direct { user, frame } => (
+                    self.keys.user_pubsub(user),
+                    envelope::direct(&self.node_id, user, None, &frame),
+                ),
+                Notice::Event { channel, frame } => (
+                    self.keys.channel_pubsub(channel),
+                    envelope::event(&self.node_id, channel, &frame),
+                ),
+                Notice::Disconnect { user, reason } => (
+                    self.keys.user_pubsub(user),
+                    envelope::control(&self.node_id, user, reason),
+                ),
+            };
+            self.publish_raw(&channel, &payload).await
+        }
+        .boxed()
+    }
+
+    fn subscribe<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let confirmed = self.subscriber.want(self.keys.topic_pubsub(topic));
+            match tokio::time::timeout(self.timeout, confirmed).await {
+                Ok(result) => result,
+                Err(_) => {
+                    metrics::inc(&self.metrics.broker_errors);
+                    Err(BrokerError::Timeout(self.timeout))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn unsubscribe(&self, topic: &Topic) {
+        self.subscriber.unwant(self.keys.topic_pubsub(topic));
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.subscriber.is_healthy()
+    }
+
+    fn shutdown(&self) {
+        self.subscriber.shutdown();
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
