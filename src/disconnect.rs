@@ -10,6 +10,8 @@
 use actix_ws::{CloseCode, CloseReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Variant names are the wire's reason names (`force_disconnect`, ...).
+#[allow(clippy::enum_variant_names)]
 pub enum Disconnect {
     /// The node is draining (SIGTERM, rolling update): reconnect elsewhere.
     Shutdown,

@@ -97,6 +97,7 @@ impl Handshakes {
         Ok(permit)
     }
 
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }

@@ -44,30 +44,32 @@
 //! ```
 //! In memory mode the middle step is a direct call into the local hub.
 
-pub mod api;
-pub mod auth;
-pub mod broker;
-pub mod commands;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod broker;
+pub(crate) mod commands;
 pub mod config;
-pub mod connection;
-pub mod disconnect;
-pub mod echo;
+pub(crate) mod connection;
+pub(crate) mod disconnect;
+pub(crate) mod echo;
 pub mod error;
-pub mod frame_guard;
+pub(crate) mod frame_guard;
 pub mod gateway;
-pub mod handshake;
-pub mod http;
-pub mod hub;
+pub(crate) mod handshake;
+pub(crate) mod http;
+pub(crate) mod hub;
 pub mod ids;
-pub mod inbound;
-pub mod keys;
+pub(crate) mod inbound;
+pub(crate) mod keys;
 pub mod metrics;
-pub mod node_heartbeat;
-pub mod outbox;
-pub mod permissions;
-pub mod presence;
+pub(crate) mod node_heartbeat;
+pub(crate) mod outbox;
+pub(crate) mod permissions;
+pub(crate) mod presence;
 pub mod protocol;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod startup;
 pub mod telemetry;
-pub mod topic;
+pub(crate) mod topic;
+
+pub use presence::{ClientInfo, ConnInfo, NodeInfo};

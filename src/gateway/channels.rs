@@ -51,7 +51,7 @@ pub struct Caller<'a> {
 
 impl Gateway {
     /// The namespace of a channel, or `unknown_channel`.
-    pub fn route<'a>(&'a self, channel: &'a ChannelName) -> Result<Route<'a>, Error> {
+    pub(crate) fn route<'a>(&'a self, channel: &'a ChannelName) -> Result<Route<'a>, Error> {
         match self.settings.namespace(channel) {
             Some(ns) => Ok(Route { channel, ns }),
             None => Err(Error::UnknownChannel(channel.clone())),
@@ -61,7 +61,7 @@ impl Gateway {
     /// May `caller` do `action` on the route's channel? The namespace's
     /// rule decides, and a personal channel `user:ID[:...]` is its owner's
     /// alone (see `permissions`).
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         caller: &Caller<'_>,
         route: &Route<'_>,
@@ -80,7 +80,7 @@ impl Gateway {
     }
 
     /// Subscribe a connection to a channel; resolves when delivery is live.
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         self: &Arc<Self>,
         conn: &ConnId,
         route: &Route<'_>,
@@ -104,7 +104,7 @@ impl Gateway {
         Ok(())
     }
 
-    pub async fn unsubscribe(
+    pub(crate) async fn unsubscribe(
         self: &Arc<Self>,
         conn: &ConnId,
         route: &Route<'_>,
@@ -180,7 +180,7 @@ impl Gateway {
         });
     }
 
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         route: &Route<'_>,
         from: &str,
@@ -226,7 +226,10 @@ impl Gateway {
     }
 
     /// Members of a presence-enabled channel, on every node.
-    pub async fn presence_members(&self, route: &Route<'_>) -> Result<Vec<ClientInfo>, Error> {
+    pub(crate) async fn presence_members(
+        &self,
+        route: &Route<'_>,
+    ) -> Result<Vec<ClientInfo>, Error> {
         if !route.ns.presence {
             return Err(Error::PresenceNotEnabled(route.channel.clone()));
         }

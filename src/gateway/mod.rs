@@ -79,7 +79,7 @@ impl Gateway {
     }
 
     /// The token verifier; None when no JWT key is configured.
-    pub fn auth(&self) -> Option<&Verifier> {
+    pub(crate) fn auth(&self) -> Option<&Verifier> {
         self.auth.as_ref()
     }
 
@@ -96,7 +96,7 @@ impl Gateway {
     }
 
     /// When this node started (ms since the epoch), for its node record.
-    pub fn started_at(&self) -> u64 {
+    pub(crate) fn started_at(&self) -> u64 {
         self.started_at
     }
 
@@ -106,22 +106,22 @@ impl Gateway {
     }
 
     /// Ask every local connection to close with `reason` (drain).
-    pub fn close_all(&self, reason: Disconnect) {
+    pub(crate) fn close_all(&self, reason: Disconnect) {
         self.hub.close_all(reason);
     }
 
     /// Whether the broker can publish and deliver right now.
-    pub fn broker_healthy(&self) -> bool {
+    pub(crate) fn broker_healthy(&self) -> bool {
         self.broker.is_healthy()
     }
 
     /// Stop the broker's background tasks (shutdown).
-    pub fn shutdown_broker(&self) {
+    pub(crate) fn shutdown_broker(&self) {
         self.broker.shutdown();
     }
 
     /// Take a handshake slot, or the 503 to answer (see `handshake::Handshakes`).
-    pub fn admit_handshake(&self) -> Result<Permit, Refusal> {
+    pub(crate) fn admit_handshake(&self) -> Result<Permit, Refusal> {
         self.handshakes.try_admit().inspect_err(|_| {
             metrics::inc(&self.metrics.handshakes_refused);
         })
@@ -131,7 +131,7 @@ impl Gateway {
         self.draining.load(Ordering::Relaxed)
     }
 
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 
@@ -153,7 +153,7 @@ impl Gateway {
 
     /// No connection is attached or still being detached: every closed
     /// connection has left presence and the registry (or tried to).
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.hub.connection_count() == 0 && self.detaching.load(Ordering::SeqCst) == 0
     }
 

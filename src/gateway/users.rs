@@ -54,7 +54,11 @@ impl Gateway {
     /// refuses. With the registry unreachable it admits with a warning
     /// (fail-open, so an outage does not lock everyone out); the connection
     /// is then registered by the next heartbeat after Redis returns.
-    pub async fn admit(&self, conn: &ConnId, user: &UserId) -> Result<Arc<ClientInfo>, usize> {
+    pub(crate) async fn admit(
+        &self,
+        conn: &ConnId,
+        user: &UserId,
+    ) -> Result<Arc<ClientInfo>, usize> {
         let client = Arc::new(self.client_info(conn, user));
         let limit = self.settings.max_connections_per_user;
         metrics::inc(&self.metrics.presence_ops);
@@ -71,7 +75,7 @@ impl Gateway {
 
     /// Is `user` under `max_connections_per_user`? Only a read, for
     /// connections that join no registry (`/echo`); fail-open like `admit`.
-    pub async fn check_user_limit(&self, user: &UserId) -> Result<(), usize> {
+    pub(crate) async fn check_user_limit(&self, user: &UserId) -> Result<(), usize> {
         match self.user_connections(user).await {
             Ok(conns) if conns.len() >= self.settings.max_connections_per_user => Err(conns.len()),
             Ok(_) => Ok(()),
@@ -83,7 +87,7 @@ impl Gateway {
     }
 
     /// Undo `admit` for a connection that was not opened after all.
-    pub async fn unadmit(&self, client: &ClientInfo) {
+    pub(crate) async fn unadmit(&self, client: &ClientInfo) {
         self.presence_op(self.presence.unregister(&client.user, &client.conn))
             .await;
     }
@@ -91,7 +95,12 @@ impl Gateway {
     /// A new connection, already in the cluster registry (`admit`): local
     /// registry, direct inbox. If the broker is down this logs and goes on:
     /// the inbox stays wanted and is subscribed when Redis returns.
-    pub async fn attach(self: &Arc<Self>, conn: &ConnId, client: Arc<ClientInfo>, member: Member) {
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        conn: &ConnId,
+        client: Arc<ClientInfo>,
+        member: Member,
+    ) {
         self.hub.register(conn.clone(), client.clone(), member);
         metrics::inc(&self.metrics.connections_opened);
         let inbox = Topic::User(client.user.clone());
@@ -104,7 +113,7 @@ impl Gateway {
 
     /// Forget a closed connection: leave its channels (presence, `leave`
     /// events), release topics it was the last on, drop it from the registry.
-    pub async fn detach(self: &Arc<Self>, conn: &ConnId) {
+    pub(crate) async fn detach(self: &Arc<Self>, conn: &ConnId) {
         let _detaching = Detaching::start(&self.detaching);
         let gone = self.hub.unregister(conn);
         metrics::inc(&self.metrics.connections_closed);
@@ -122,7 +131,12 @@ impl Gateway {
         }
     }
 
-    pub async fn send_direct(&self, to: &UserId, from: &str, data: &RawValue) -> Result<(), Error> {
+    pub(crate) async fn send_direct(
+        &self,
+        to: &UserId,
+        from: &str,
+        data: &RawValue,
+    ) -> Result<(), Error> {
         let frame = ServerFrame::Direct { from, data }.encode();
         self.broker
             .notify(Notice::Direct { user: to, frame })
@@ -137,7 +151,11 @@ impl Gateway {
     }
 
     /// Close every connection of a user on every node.
-    pub async fn disconnect_user(&self, user: &UserId, reconnect: bool) -> Result<(), Error> {
+    pub(crate) async fn disconnect_user(
+        &self,
+        user: &UserId,
+        reconnect: bool,
+    ) -> Result<(), Error> {
         let reason = if reconnect {
             Disconnect::ForceReconnect
         } else {

@@ -15,11 +15,10 @@ mod frames;
 
 use serde::Serialize;
 
-pub use decode::{
-    check_data, decode, nesting_depth, peek_id, Command, DecodeError, Request, StreamPosition,
-    MAX_DATA_DEPTH,
-};
-pub use frames::{json_string, new_epoch, MessageParts, ServerFrame};
+pub use decode::{decode, Command, DecodeError, Request, StreamPosition, MAX_DATA_DEPTH};
+
+pub(crate) use decode::{check_data, peek_id};
+pub(crate) use frames::{json_string, new_epoch, MessageParts, ServerFrame};
 
 /// Error codes carried in `reply.error.code` and `error.error.code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
