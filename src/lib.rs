@@ -5,34 +5,38 @@
 //! any node can deliver to any client.
 //!
 //! # Layout
-//! * [`config`] — typed, layered, validated settings (folder: flag/env and TOML layers, namespaces).
-//! * [`startup`] — `Application`: bind, wire, serve, drain on SIGTERM.
-//! * [`auth`] — JWT verification of clients (handshake and `refresh`).
-//! * [`http`] — routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (and `/echo`).
-//! * [`handshake`] — what an upgrade must pass: admission, draining, origin, credentials.
-//! * [`api`] — the server HTTP API under `/api` (API-key protected).
-//! * [`connection`] — one task per socket.
-//! * [`frame_guard`] — frame-header limits checked before actix-ws buffers a payload.
-//! * [`inbound`] — the size-limited message stream and the close code of each read error.
-//! * [`echo`] — `/echo`, an echoing WebSocket for conformance tests (off by default).
-//! * [`protocol`] — client commands and server frames (wire protocol v1).
-//! * [`gateway`] — the node's services behind a façade (private fields, verbs): subscriptions,
-//!   publish, presence, admission, API operations.
-//! * [`permissions`] — who may subscribe, publish, read presence: namespace rules and personal channels, pure.
-//! * [`commands`] — client commands executed against the gateway.
-//! * [`node_heartbeat`] — the node's record, registry and presence refreshed on a timer; leaving on exit.
-//! * [`hub`] — node-local topic → outbox registry.
-//! * [`outbox`] — the bounded per-connection queue (slow consumer → close).
-//! * [`broker`] — the `Broker` trait (publish, notify, subscribe, unsubscribe,
-//!   is_healthy), in-memory and Redis implementations, and the envelope
-//!   nodes exchange.
-//! * [`presence`] — channel presence, connection and node registries.
-//! * [`topic`] — what the hub and broker route by: a channel or a user's inbox.
-//! * [`keys`] — every Redis name.
-//! * [`disconnect`] — close reasons and their codes.
-//! * [`ratelimit`] — the per-connection inbound frame budget.
+//! Public (what the binary, tests and load harness use):
+//! * [`config`] — settings, each declared once (folder: the table of layers, resolve, namespaces).
+//! * [`startup`] — `Application`: bind, wire the backends, serve, drain on SIGTERM.
+//! * [`gateway`] — the node's services behind a façade (private fields, verbs): channel verbs
+//!   (route, authorize, subscribe, publish, presence) and user verbs (admission, attach/detach,
+//!   direct, disconnect).
+//! * [`ids`] — channel and user names, parsed once at the edge.
+//! * [`error`] — the gateway's typed errors and their one mapping to the wire body.
+//! * [`protocol`] — client commands (decode) and server frames (wire protocol v1).
 //! * [`metrics`] — counters and histograms for `/metrics`.
 //! * [`telemetry`] — logs (text/JSON) and OpenTelemetry traces across nodes.
+//!
+//! Crate-private:
+//! * `http` — routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (and `/echo`).
+//! * `handshake` — what an upgrade must pass: admission, draining, origin, credentials.
+//! * `auth` — JWT verification of clients (handshake and `refresh`).
+//! * `api` — the server HTTP API under `/api` (API-key protected, `ResponseError`).
+//! * `connection` — one task per socket; `commands` — client commands run against the gateway.
+//! * `inbound` — the size-limited message stream and the close code of each read error.
+//! * `frame_guard` — frame-header limits checked before actix-ws buffers a payload.
+//! * `echo` — `/echo`, an echoing WebSocket for conformance tests (off by default).
+//! * `permissions` — who may subscribe, publish, read presence: namespace rules and personal
+//!   channels, pure.
+//! * `node_heartbeat` — the node's record, registry and presence refreshed on a timer; leaving on exit.
+//! * `hub` — node-local topic → outbox registry; `outbox` — the bounded per-connection queue.
+//! * `broker` — the `Broker` trait (publish, notify, subscribe, unsubscribe, is_healthy),
+//!   in-memory and Redis implementations (the latter with its subscriber connection in a
+//!   module of its own), and the envelope nodes exchange.
+//! * `presence` — the three registries (channel presence, connections, nodes) written once over
+//!   an `ExpiringSets` store, in memory or in Redis.
+//! * `topic` — what the hub and broker route by; `keys` — every Redis name.
+//! * `disconnect` — close reasons and their codes; `ratelimit` — the inbound frame budget.
 //!
 //! # Data flow of one message
 //! ```text

@@ -3,8 +3,8 @@
 //! of the wire protocol and the server API as its verbs. Callers (the
 //! connection task, the API, startup) use the verbs; the fields are private.
 //!
-//! The verbs are spread by what they act on: [`channels`] (subscriptions,
-//! publish, join/leave events, presence reads) and [`users`] (admission,
+//! The verbs are spread by what they act on: `channels` (subscriptions,
+//! publish, join/leave events, presence reads) and `users` (admission,
 //! the connection lifecycle, direct messages, disconnects). Names arrive
 //! parsed (`ids`); errors are [`Error`](crate::error::Error)s, turned into wire bodies at the edge.
 

@@ -1,13 +1,13 @@
 //! Wire protocol v1: JSON text frames, one object per frame, tagged by `type`.
 //!
-//! Inbound frames are decoded in two steps: first into a flat [`RawFrame`]
+//! Inbound frames are decoded in two steps: first into a flat `RawFrame`
 //! with every field optional (so that `id` survives a frame that is otherwise
 //! wrong and the error can be echoed to it), then into a typed [`Command`]
 //! with a precise message for what is missing. `data` stays a borrowed
-//! [`RawValue`]: the gateway never re-serialises a payload it only forwards.
+//! `RawValue`: the gateway never re-serialises a payload it only forwards.
 //!
-//! Outbound frames are [`ServerFrame`]s, except the hot `message` frame,
-//! which is spliced around its offset and epoch by [`MessageParts`] so that a
+//! Outbound frames are `ServerFrame`s, except the hot `message` frame,
+//! which is spliced around its offset and epoch by `MessageParts` so that a
 //! broker can fill them in (the Redis broker does it inside a Lua script).
 
 mod decode;
