@@ -264,10 +264,8 @@ async fn reconcile_loop(
             (to_sub, to_unsub)
         };
         for batch in to_sub.chunks(SUBSCRIBE_BATCH) {
-            match tokio::time::timeout(timeout, sink.subscribe(batch)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return format!("SUBSCRIBE failed: {e}"),
-                Err(_) => return "SUBSCRIBE timed out".to_owned(),
+            if let Err(why) = bounded("SUBSCRIBE", timeout, sink.subscribe(batch)).await {
+                return why;
             }
             let mut topics = subs.lock();
             for name in batch {
@@ -281,10 +279,8 @@ async fn reconcile_loop(
             }
         }
         for batch in to_unsub.chunks(SUBSCRIBE_BATCH) {
-            match tokio::time::timeout(timeout, sink.unsubscribe(batch)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return format!("UNSUBSCRIBE failed: {e}"),
-                Err(_) => return "UNSUBSCRIBE timed out".to_owned(),
+            if let Err(why) = bounded("UNSUBSCRIBE", timeout, sink.unsubscribe(batch)).await {
+                return why;
             }
             let mut topics = subs.lock();
             for name in batch {
@@ -305,12 +301,24 @@ async fn reconcile_loop(
         tokio::select! {
             () = &mut changed => {}
             () = tokio::time::sleep(PROBE_INTERVAL) => {
-                match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return format!("PING failed: {e}"),
-                    Err(_) => return "PING timed out".to_owned(),
+                if let Err(why) = bounded("PING", timeout, sink.ping::<redis::Value>()).await {
+                    return why;
                 }
             }
         }
+    }
+}
+
+/// One command on the subscriber connection under the timeout; `Err` says
+/// why the connection is given up.
+async fn bounded<T>(
+    command: &str,
+    timeout: Duration,
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, op).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("{command} failed: {e}")),
+        Err(_) => Err(format!("{command} timed out")),
     }
 }
