@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{counter, eventually, Ended, RedisServer, TestNode, WAIT};
@@ -195,7 +196,12 @@ async fn a_slow_consumer_is_closed_while_others_keep_receiving() {
     // ~24 MB: more than the kernel's socket buffers hold for a client that
     // never reads, so the stuck client's outbox must fill.
     const N: u64 = 3000;
+    // The publisher stays at most LEAD messages ahead of the fast reader, so
+    // the fast client's outbox (16) cannot fill however loaded the machine.
+    const LEAD: usize = 8;
+    let credit = Arc::new(tokio::sync::Semaphore::new(LEAD));
     let payload = "z".repeat(8 * 1024);
+    let returned = credit.clone();
     let reader = tokio::spawn(async move {
         for n in 1..=N {
             let m = fast.expect("message").await;
@@ -203,11 +209,13 @@ async fn a_slow_consumer_is_closed_while_others_keep_receiving() {
                 m["offset"], n,
                 "the fast client lost or reordered a message"
             );
+            returned.add_permits(1);
         }
         fast
     });
     let mut publisher = b.connect("pub").await;
     for n in 0..N {
+        credit.acquire().await.expect("semaphore open").forget();
         publisher
             .publish("firehose", json!({"n": n, "pad": payload}))
             .await;
