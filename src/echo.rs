@@ -1,7 +1,7 @@
 //! `GET /echo`: a WebSocket that sends every text and binary message back.
 //!
 //! It exists for conformance testing only. The Autobahn TestSuite's cases
-//! (run through kosoku by `tests/autobahn.rs`, see docs/conformance.md)
+//! (run through kosoku by `tests/it/autobahn.rs`, see docs/conformance.md)
 //! expect a server that echoes, which the gateway protocol on `/ws` is not.
 //! So that what they test is the gateway's WebSocket stack, the echo shares
 //! everything below the protocol with `/ws`: the admission in `http`

@@ -3,73 +3,26 @@
 //! WebSocket clients. Small numbers: this checks the harness and the
 //! gateway end to end, it does not measure performance.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use switchboard::config::Settings;
 use switchboard::startup::Application;
+use switchboard_fixtures::{eventually, RedisServer};
 use switchboard_loadtest::client::Sources;
 use switchboard_loadtest::env::Env;
 use switchboard_loadtest::{churn, connect, direct, fanout, write_outputs};
 
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn redis() -> Redis {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server installed");
-    // Owned at once, so a failed start still kills the process.
-    let redis = Redis(child, port);
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return redis;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("redis-server did not start");
-}
-
-async fn cluster(redis: &Redis) -> Vec<String> {
+async fn cluster(redis: &RedisServer) -> Vec<String> {
     let mut urls = Vec::new();
     for i in 0..2 {
         let mut s = Settings::for_tests();
-        s.redis_url = Some(format!("redis://127.0.0.1:{}", redis.1));
+        s.redis_url = Some(redis.url());
         s.node_id = format!("smoke-{i}");
         let app = Application::build(s).await.expect("node starts");
         let gw = app.gateway();
         urls.push(format!("ws://127.0.0.1:{}/ws", app.port()));
         tokio::spawn(app.run());
-        while !gw.is_ready() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the node to be ready", || gw.is_ready()).await;
     }
     urls
 }
@@ -88,7 +41,7 @@ fn env(nodes: Vec<String>) -> Env {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_clean_against_a_two_node_cluster() {
-    let redis = redis().await;
+    let redis = RedisServer::start().await;
     let nodes = cluster(&redis).await;
     let mut env = env(nodes.clone());
     env.metrics_urls = nodes

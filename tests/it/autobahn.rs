@@ -1,21 +1,18 @@
 //! The Autobahn TestSuite's cases, every one of them, run by kosoku (a
-//! Python 3 driver of the Autobahn case files, pinned in .ci/run) against
+//! Python 3 driver of the Autobahn case files, pinned in scripts/test) against
 //! the real `switchboard` binary's echo endpoint; and tests of that
 //! endpoint itself. docs/conformance.md has the results and explains every
 //! case that is not OK.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
-use common::{free_port, http_get, TestNode, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+use crate::support::{eventually_async, http, NodeProcess, TestNode, BIN, WAIT};
 
 /// The kosoku release the expectations below were written against.
 const KOSOKU_VERSION: &str = "0.1.0";
@@ -51,16 +48,6 @@ fn exception(case: &str) -> Option<&'static (&'static str, &'static str, &'stati
         })
 }
 
-/// The node process, killed on drop.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The installed kosoku's version, or None if python3 cannot import it.
 fn kosoku_version() -> Option<String> {
     let out = Command::new("python3")
@@ -74,24 +61,6 @@ fn kosoku_version() -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-async fn wait_healthy(port: u16) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-            && http_get(port, "/healthz").await.0 == 200
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node did not answer /healthz"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,29 +83,23 @@ async fn every_autobahn_case_through_kosoku() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(dir.join("node.log")).unwrap();
-    let port = free_port();
-    let _node = Node(
-        Command::new(BIN)
-            .env_clear()
+    let node = NodeProcess::spawn(BIN, |cmd| {
+        cmd.env_clear()
             .env("RUST_LOG", "warn")
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--echo-endpoint",
-                "true",
-                "--max-message-bytes",
-                MAX_MESSAGE_BYTES,
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn switchboard"),
-    );
-    wait_healthy(port).await;
+            .args(["--echo-endpoint", "true"])
+            .args(["--max-message-bytes", MAX_MESSAGE_BYTES])
+            .stderr(log);
+    })
+    .expect("spawn switchboard");
+    node.wait_listening().await;
+    eventually_async("the node to answer /healthz", || async {
+        http::get(node.port(), "/healthz").await.0 == 200
+    })
+    .await;
 
     // kosoku's command line is `kosoku._cli:main` (its `kosoku` script),
     // called through python3 so that no script directory has to be on PATH.
-    let url = format!("ws://127.0.0.1:{port}/echo");
+    let url = node.ws_url("/echo");
     let outdir = dir.join("report");
     let started = Instant::now();
     let out = {

@@ -2,12 +2,10 @@
 //! with HS256, RS256/ES256 PEM keys and a JWKS file (test keys in
 //! tests/fixtures).
 
-mod common;
-
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Client, Ended, TestNode};
+use crate::support::{Client, Ended, TestNode};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use switchboard::config::{JwtKey, JwtSettings, Settings};
@@ -245,10 +243,16 @@ async fn anonymous_access_is_opt_in_once_tokens_are_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_token_closes_the_connection_unless_refreshed() {
     let node = TestNode::memory(with_jwt(JwtKey::HmacSecret(SECRET.into()))).await;
-    let mut lapsing = open(&node, "", Some(&hs256(&claims("amy", now() + 2))))
+    let exp = now() + 2;
+    let mut lapsing = open(&node, "", Some(&hs256(&claims("amy", exp))))
         .await
         .unwrap();
-    let mut renewed = open(&node, "", Some(&hs256(&claims("ben", now() + 2))))
+    let mut renewed = open(&node, "", Some(&hs256(&claims("ben", exp))))
+        .await
+        .unwrap();
+    // Expires a second after the others: its close is the sign that ben's
+    // first token has been expired for a second.
+    let mut witness = open(&node, "", Some(&hs256(&claims("wit", exp + 1))))
         .await
         .unwrap();
 
@@ -266,8 +270,8 @@ async fn an_expiring_token_closes_the_connection_unless_refreshed() {
         .await;
 
     assert_eq!(lapsing.ended().await, Ended::Close(3006));
+    assert_eq!(witness.ended().await, Ended::Close(3006));
     // Well past the first expiry, the refreshed connection still works.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         renewed.request(json!({"type": "ping"})).await["type"],
         "pong"

@@ -3,12 +3,9 @@
 //! docs/security.md, in front of a node and speaks `wss://` through it with
 //! a real TLS client (Python `websockets`, verifying the test certificate).
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use common::{free_port, TestNode, WAIT};
+use crate::support::{free_port, temp_dir, wait_listening, TestNode};
 
 struct Nginx(Child);
 
@@ -45,8 +42,7 @@ async fn wss_through_a_tls_terminating_proxy() {
     }
     let node = TestNode::memory(|_| {}).await;
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    let dir = std::env::temp_dir().join(format!("sb-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("sb-nginx");
     let tls_port = free_port();
     let conf = format!(
         r#"daemon off;
@@ -92,17 +88,7 @@ http {{
             .spawn()
             .expect("start nginx"),
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nginx did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_listening(tls_port).await;
 
     // A wss client that trusts only the test certificate: subscribe, publish, receive.
     let script = r#"

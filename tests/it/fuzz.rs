@@ -2,7 +2,7 @@
 //! the client frame decoder and the settings (TOML file + flags). Neither
 //! may panic on any input, and what decodes must mean what was sent.
 //!
-//! `PROPTEST_CASES=200000 cargo test --release --test fuzz` is the long run
+//! `PROPTEST_CASES=200000 cargo test --release --test it fuzz::` is the long run
 //! recorded in docs/security.md; the default (256 cases per property) keeps
 //! the suite fast.
 

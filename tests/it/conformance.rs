@@ -1,17 +1,15 @@
 //! RFC 6455 conformance, the cases of the Autobahn testsuite's sections
 //! 1–7 and 9 that apply to a server, written against a raw socket and the
 //! gateway endpoint `/ws` itself (the Autobahn cases proper run against
-//! the echo endpoint, in tests/autobahn.rs; see docs/conformance.md). Each
+//! the echo endpoint, in the `autobahn` module; see docs/conformance.md). Each
 //! case sends exact frames — fragmented, with reserved bits, unmasked,
 //! invalid UTF-8, bad close codes — and checks the answer or the close
 //! code RFC 6455 requires.
 
-mod common;
+use std::time::{Duration, Instant};
 
-use std::time::Duration;
-
-use common::raw::*;
-use common::TestNode;
+use crate::support::raw::*;
+use crate::support::TestNode;
 
 fn ping_frame(id: u64, pad: usize) -> Vec<u8> {
     format!(r#"{{"type":"ping","id":{id}}}{}"#, " ".repeat(pad)).into_bytes()
@@ -181,4 +179,22 @@ async fn close_frames_are_validated() {
     )
     .await;
     ws.expect_close(1007).await;
+}
+
+/// After a client-initiated close the node echoes it and closes TCP at
+/// once (RFC 6455 §7.1.1), instead of lingering for actix's 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_closes_tcp_right_after_echoing_a_close() {
+    let node = TestNode::memory(|_| {}).await;
+    let mut ws = Raw::connect(&node).await;
+    ws.send(true, 0, CLOSE, &1000u16.to_be_bytes(), true).await;
+    ws.expect_close(1000).await;
+    let echoed = Instant::now();
+    assert_eq!(ws.next().await, Got::Eof);
+    // The old linger was 1 s; a prompt close takes a few ms.
+    let waited = echoed.elapsed();
+    assert!(
+        waited < Duration::from_millis(600),
+        "TCP closed {waited:?} after the echo"
+    );
 }

@@ -1,0 +1,62 @@
+//! The node's HTTP side: `/` upgrades or describes itself, anonymous and
+//! bad `?user=` names, and Prometheus `/metrics` that move with traffic.
+
+use serde_json::json;
+
+use crate::support::{Client, TestNode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_accepts_upgrades_and_describes_itself_otherwise() {
+    let node = TestNode::memory(|_| {}).await;
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{}/?user=root", node.port)).await;
+    assert_eq!(c.welcome["user"], "root");
+    c.subscribe("a").await;
+    let (status, body) = node.http_get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("/ws"), "{body}");
+    // Anonymous users get a generated name; a bad ?user= is refused before the upgrade.
+    let anon = Client::connect(&format!("ws://127.0.0.1:{}/ws", node.port)).await;
+    assert!(anon.welcome["user"].as_str().unwrap().starts_with("anon-"));
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?user=%7Bx%7D", node.port))
+            .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_and_move() {
+    let node = TestNode::memory(|_| {}).await;
+    let mut c = node.connect("ann").await;
+    c.subscribe("m").await;
+    c.publish("m", json!(1)).await;
+    c.expect("message").await;
+    let (status, body) = node.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    let node_label = format!("{{node=\"{}\"}}", node.gateway.node_id());
+    for (name, value) in [
+        ("switchboard_connections", 1),
+        ("switchboard_subscriptions", 1),
+        ("switchboard_channels", 1),
+        ("switchboard_messages_published_total", 1),
+        ("switchboard_deliveries_total", 1),
+    ] {
+        let line = format!("{name}{node_label} {value}\n");
+        assert!(body.contains(&line), "missing {line:?} in\n{body}");
+    }
+    assert!(body.contains("# TYPE switchboard_deliveries_total counter"));
+    // The broker publish latency histogram counted the one publish.
+    assert!(body.contains("# TYPE switchboard_broker_publish_duration_seconds histogram"));
+    let count = format!("switchboard_broker_publish_duration_seconds_count{node_label} 1\n");
+    assert!(body.contains(&count), "{body}");
+    let inf = format!(
+        "switchboard_broker_publish_duration_seconds_bucket{{node=\"{}\",le=\"+Inf\"}} 1\n",
+        node.gateway.node_id()
+    );
+    assert!(body.contains(&inf), "{body}");
+    // Counters move with traffic.
+    c.publish("m", json!(2)).await;
+    c.expect("message").await;
+    let (_, after) = node.http_get("/metrics").await;
+    let line = format!("switchboard_deliveries_total{node_label} 2\n");
+    assert!(after.contains(&line), "{after}");
+}

@@ -1,0 +1,44 @@
+//! What the tests stand on: nodes (in-process `Application`s on port 0, or
+//! the real binary), real WebSocket clients, a raw frame client, an HTTP
+//! client, and — from the `switchboard-fixtures` crate shared with the
+//! load harness — `redis-server` processes and polling.
+
+pub mod client;
+pub mod http;
+pub mod node;
+pub mod presence;
+pub mod raw;
+
+pub use client::{Client, Ended};
+pub use node::{spawn_node, TestNode, BIN};
+pub use switchboard_fixtures::{
+    eventually, eventually_async, free_port, wait_listening, NodeProcess, RedisServer, WAIT,
+};
+
+/// The test API key (set `s.api_key = Some(API_KEY.into())`).
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+/// A write-once temporary folder for this test process: `name` under the
+/// system's temp dir, suffixed with the pid.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// JSON nested `depth` levels: arrays and objects alternating, around a
+/// string full of brackets and an escaped quote, which must not count.
+pub fn nested_json(depth: usize) -> String {
+    let mut open = String::new();
+    let mut close = String::new();
+    for level in 0..depth {
+        if level % 2 == 0 {
+            open.push('[');
+            close.insert(0, ']');
+        } else {
+            open.push_str(r#"{"k[":"#);
+            close.insert(0, '}');
+        }
+    }
+    format!(r#"{open}"[[{{\"]]}}"{close}"#)
+}
