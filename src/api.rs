@@ -21,8 +21,9 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::gateway::Gateway;
-use crate::ids::{ChannelName, UserId};
+use crate::ids::{ChannelName, IdempotencyKey, UserId};
 use crate::metrics;
+use crate::protocol::StreamPosition;
 use crate::protocol::{check_data, ErrorBody, ErrorCode};
 
 /// Most channels one broadcast may name.
@@ -41,11 +42,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, body_limit: usize) {
                         actix_web::error::InternalError::from_response(err, response).into()
                     }),
             )
+            .app_data(web::QueryConfig::default().error_handler(|err, _req| {
+                let body = ErrorBody::new(ErrorCode::BadRequest, format!("bad query: {err}"));
+                actix_web::error::InternalError::from_response(err, body.error_response()).into()
+            }))
             .route("/publish", web::post().to(publish))
             .route("/broadcast", web::post().to(broadcast))
             .route("/send", web::post().to(send))
             .route("/disconnect", web::post().to(disconnect))
             .route("/presence/{channel:.+}", web::get().to(presence))
+            .route("/history/{channel:.+}", web::get().to(history))
             .route("/users/{user}/connections", web::get().to(connections))
             .route("/nodes", web::get().to(nodes))
             .default_service(web::to(not_found)),
@@ -166,6 +172,7 @@ struct PublishBody {
     data: Box<RawValue>,
     from: Option<String>,
     traceparent: Option<String>,
+    idempotency_key: Option<IdempotencyKey>,
 }
 
 #[derive(Serialize)]
@@ -183,6 +190,7 @@ async fn publish(gw: web::Data<Gateway>, body: web::Json<PublishBody>) -> Reply 
             from,
             &body.data,
             body.traceparent.as_deref(),
+            body.idempotency_key.as_ref(),
         )
         .await?;
     Ok(HttpResponse::Ok().json(Position {
@@ -198,6 +206,8 @@ struct BroadcastBody {
     #[serde(deserialize_with = "checked_data")]
     data: Box<RawValue>,
     from: Option<String>,
+    /// Applies per channel: a retried broadcast publishes nowhere twice.
+    idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Publish one message to several channels; each channel gets its own
@@ -215,7 +225,16 @@ async fn broadcast(gw: web::Data<Gateway>, body: web::Json<BroadcastBody>) -> Re
         let published = async {
             let name = ChannelName::parse(channel.as_str())?;
             let route = gw.route(&name)?;
-            Ok::<_, ErrorBody>(gw.publish(&route, from, &body.data, None).await?)
+            Ok::<_, ErrorBody>(
+                gw.publish(
+                    &route,
+                    from,
+                    &body.data,
+                    None,
+                    body.idempotency_key.as_ref(),
+                )
+                .await?,
+            )
         };
         results.push(match published.await {
             Ok(p) => json!({ "channel": channel, "offset": p.offset, "epoch": p.epoch }),
@@ -271,4 +290,46 @@ async fn connections(gw: web::Data<Gateway>, user: web::Path<String>) -> Reply {
 async fn nodes(gw: web::Data<Gateway>) -> Reply {
     let nodes = gw.nodes().await?;
     Ok(HttpResponse::Ok().json(json!({ "nodes": nodes })))
+}
+
+/// `GET /api/history/{channel}` query: `since_offset` and `since_epoch`
+/// together (a position), `limit`, `reverse`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    since_offset: Option<u64>,
+    since_epoch: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+async fn history(
+    gw: web::Data<Gateway>,
+    channel: web::Path<String>,
+    params: web::Query<HistoryParams>,
+) -> Reply {
+    let channel = ChannelName::parse(channel.into_inner())?;
+    let params = params.into_inner();
+    let since = match (params.since_offset, params.since_epoch) {
+        (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
+        (None, None) => None,
+        _ => {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "`since_offset` and `since_epoch` go together",
+            ))
+        }
+    };
+    let route = gw.route(&channel)?;
+    let read = gw
+        .history(&route, since.as_ref(), params.limit, params.reverse)
+        .await?;
+    let messages = crate::commands::raw_frames(&read.messages);
+    Ok(HttpResponse::Ok().json(json!({
+        "channel": channel.as_str(),
+        "offset": read.top.offset,
+        "epoch": read.top.epoch,
+        "messages": messages,
+    })))
 }

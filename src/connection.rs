@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::auth::{Access, Identity};
-use crate::commands;
+use crate::commands::{self, Answer};
 use crate::disconnect::Disconnect;
 use crate::gateway::Caller;
 use crate::gateway::Gateway;
@@ -308,6 +308,24 @@ impl Connection {
         self.write(frame.into()).await
     }
 
+    /// Send a command's answer. A recovering subscription's missed messages
+    /// follow the reply straight to the socket, and only then are its held
+    /// live messages let into the outbox (`Gateway::release`), so the client
+    /// sees them in offset order with no gap and no duplicate.
+    async fn answer(&mut self, answer: Answer) -> Result<(), Exit> {
+        self.reply(answer.reply).await?;
+        let Some(recovery) = answer.recovery else {
+            return Ok(());
+        };
+        for (_, frame) in recovery.missed {
+            metrics::inc(&self.gw.metrics().deliveries);
+            self.write(frame).await?;
+        }
+        self.gw
+            .release(&self.conn, &recovery.channel, recovery.after);
+        Ok(())
+    }
+
     /// Send a frame, unless the connection is told to close or the client
     /// has been silent past the heartbeat timeout while we wait.
     async fn write(&mut self, frame: ByteString) -> Result<(), Exit> {
@@ -339,11 +357,11 @@ impl Connection {
                 if let Some(refused) = self.over_budget(protocol::peek_id(&text))? {
                     return self.reply(refused).await;
                 }
-                let reply = match protocol::decode(&text) {
+                let answer = match protocol::decode(&text) {
                     Ok(Request {
                         id,
                         command: Command::Refresh { token },
-                    }) => self.refresh(id, &token),
+                    }) => self.refresh(id, &token).into(),
                     Ok(request) => {
                         let caller = Caller {
                             conn: &self.conn,
@@ -354,10 +372,10 @@ impl Connection {
                     }
                     Err(e) => {
                         metrics::inc(&self.gw.metrics().bad_frames);
-                        ServerFrame::failure(e.id, e.error).encode()
+                        ServerFrame::failure(e.id, e.error).encode().into()
                     }
                 };
-                self.reply(reply).await
+                self.answer(answer).await
             }
             AggregatedMessage::Binary(_) => {
                 metrics::inc(&self.gw.metrics().frames_in);

@@ -29,6 +29,10 @@ pub enum Error {
     },
     #[error("presence is not enabled for the namespace of {0:?}")]
     PresenceNotEnabled(ChannelName),
+    #[error("history is not enabled for the namespace of {0:?} (set history_size)")]
+    HistoryNotEnabled(ChannelName),
+    #[error("the position is from another epoch of {0:?}: its history was reset; read it without `since`")]
+    UnrecoverablePosition(ChannelName),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -47,7 +51,8 @@ impl Error {
             Error::Subscription(HubError::NotSubscribed) => ErrorCode::NotSubscribed,
             Error::Subscription(HubError::UnknownConn) => ErrorCode::Internal,
             Error::Forbidden { .. } => ErrorCode::Forbidden,
-            Error::PresenceNotEnabled(_) => ErrorCode::NotEnabled,
+            Error::PresenceNotEnabled(_) | Error::HistoryNotEnabled(_) => ErrorCode::NotEnabled,
+            Error::UnrecoverablePosition(_) => ErrorCode::UnrecoverablePosition,
             // Clients and callers see one code for any backend trouble: the
             // message says which, the source stays in the logs.
             Error::Broker(_) | Error::Presence(_) => ErrorCode::BrokerUnavailable,

@@ -9,7 +9,7 @@
 //! the broker reader that called us.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytestring::ByteString;
 use tokio::sync::Notify;
@@ -92,10 +92,41 @@ pub struct Unregistered {
     pub emptied: Vec<Topic>,
 }
 
+/// A frame held back while a subscription recovers, with its offset.
+type Held = (Option<u64>, ByteString);
+
+/// A connection's membership of one topic.
+#[derive(Debug)]
+struct Slot {
+    member: Member,
+    /// While a subscription recovers (`add_held` .. `release`), its live
+    /// frames wait here, with their offsets, instead of in the outbox: the
+    /// missed messages read from history go to the client first, then these,
+    /// minus the ones history already covered. Rare, hence the lock of its own.
+    held: Option<Mutex<Vec<Held>>>,
+}
+
+impl Slot {
+    fn offer(&self, frame: &ByteString, offset: Option<u64>, metrics: &Metrics) -> bool {
+        let Some(held) = &self.held else {
+            return self.member.offer(frame.clone(), metrics);
+        };
+        let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= self.member.outbox.capacity() {
+            // As with a full outbox: this client cannot keep up.
+            metrics::inc(&metrics.slow_consumer_closes);
+            self.member.closer.close(Disconnect::SlowConsumer);
+            return false;
+        }
+        held.push((offset, frame.clone()));
+        true
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     conns: HashMap<ConnId, ConnEntry>,
-    topics: HashMap<Topic, HashMap<ConnId, Member>>,
+    topics: HashMap<Topic, HashMap<ConnId, Slot>>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -167,6 +198,16 @@ impl Hub {
 
     /// Add a connection to a topic. Returns true if it is the first local member.
     pub fn add(&self, conn: &ConnId, topic: &Topic) -> Result<bool, HubError> {
+        self.join(conn, topic, false)
+    }
+
+    /// Add a connection to a topic with its live frames held back until
+    /// `release` (a subscription that recovers missed messages first).
+    pub fn add_held(&self, conn: &ConnId, topic: &Topic) -> Result<bool, HubError> {
+        self.join(conn, topic, true)
+    }
+
+    fn join(&self, conn: &ConnId, topic: &Topic, held: bool) -> Result<bool, HubError> {
         let mut inner = self.write();
         let inner = &mut *inner;
         let entry = inner.conns.get_mut(conn).ok_or(HubError::UnknownConn)?;
@@ -174,8 +215,39 @@ impl Hub {
             return Err(HubError::AlreadySubscribed);
         }
         let members = inner.topics.entry(topic.clone()).or_default();
-        members.insert(conn.clone(), entry.member.clone());
+        let slot = Slot {
+            member: entry.member.clone(),
+            held: held.then(|| Mutex::new(Vec::new())),
+        };
+        members.insert(conn.clone(), slot);
         Ok(members.len() == 1)
+    }
+
+    /// End the hold of `add_held`: queue the held frames — those without an
+    /// offset, and those past `after` (the last offset the client already
+    /// has; None: all) — in order, and deliver live from now on. One step
+    /// under the lock, so no frame can slip between the held ones and the
+    /// next live one.
+    pub fn release(&self, conn: &ConnId, topic: &Topic, after: Option<u64>) {
+        let mut inner = self.write();
+        let Some(slot) = inner.topics.get_mut(topic).and_then(|m| m.get_mut(conn)) else {
+            return;
+        };
+        let Some(held) = slot.held.take() else {
+            return;
+        };
+        let held = held.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut delivered = 0;
+        for (offset, frame) in held {
+            let wanted = match (offset, after) {
+                (Some(offset), Some(after)) => offset > after,
+                _ => true,
+            };
+            if wanted && slot.member.offer(frame, &self.metrics) {
+                delivered += 1;
+            }
+        }
+        metrics::add(&self.metrics.deliveries, delivered);
     }
 
     /// Remove a connection from a topic. Returns true if it was the last local member.
@@ -207,15 +279,17 @@ impl Hub {
         }
     }
 
-    /// Queue a frame to every local member of a topic. Returns how many got it.
-    pub fn dispatch(&self, topic: &Topic, frame: &ByteString) -> usize {
+    /// Queue a frame to every local member of a topic (held for a member
+    /// that is recovering; `offset` is the message's, if it has one).
+    /// Returns how many got it.
+    pub fn dispatch(&self, topic: &Topic, frame: &ByteString, offset: Option<u64>) -> usize {
         let inner = self.read();
         let Some(members) = inner.topics.get(topic) else {
             return 0;
         };
         let delivered = members
             .values()
-            .filter(|m| m.offer(frame.clone(), &self.metrics))
+            .filter(|slot| slot.offer(frame, offset, &self.metrics))
             .count();
         metrics::add(&self.metrics.deliveries, delivered as u64);
         delivered
@@ -234,8 +308,8 @@ impl Hub {
         let Some(members) = inner.topics.get(&Topic::User(user.to_owned())) else {
             return 0;
         };
-        for member in members.values() {
-            member.closer.close(reason);
+        for slot in members.values() {
+            slot.member.closer.close(reason);
         }
         members.len()
     }
@@ -341,7 +415,7 @@ mod tests {
         assert_eq!(hub.add(&b, &topic), Err(HubError::AlreadySubscribed));
 
         for i in 0..3 {
-            hub.dispatch(&topic, &ByteString::from(format!("m{i}")));
+            hub.dispatch(&topic, &ByteString::from(format!("m{i}")), None);
         }
         assert_eq!(slow.closer.closed().await, Disconnect::SlowConsumer);
         assert!(fast.closer.reason.get().is_none());

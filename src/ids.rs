@@ -73,6 +73,32 @@ impl UserId {
     }
 }
 
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// A publish's idempotency key: 1..=128 bytes of visible ASCII (no spaces).
+/// Parsed by serde, so a bad key is a bad frame or a bad request body.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct IdempotencyKey(String);
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = String;
+
+    fn try_from(key: String) -> Result<Self, String> {
+        let ok = !key.is_empty()
+            && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+            && key.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(IdempotencyKey(key))
+        } else {
+            Err(format!(
+                "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters of visible ASCII"
+            ))
+        }
+    }
+}
+
 macro_rules! name_traits {
     ($($name:ident),*) => {$(
         impl std::ops::Deref for $name {
@@ -97,7 +123,7 @@ macro_rules! name_traits {
     )*};
 }
 
-name_traits!(ChannelName, UserId);
+name_traits!(ChannelName, UserId, IdempotencyKey);
 
 #[cfg(test)]
 mod tests {
@@ -110,6 +136,16 @@ mod tests {
         }
         for bad in ["", "a b", "a{b}", "é", "a\n", &"c".repeat(256)] {
             assert_eq!(ChannelName::parse(bad), Err(NameError::Channel), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        for good in ["k", "order-42:retry", &"k".repeat(128)] {
+            assert!(IdempotencyKey::try_from(good.to_owned()).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "é", "tab\t", &"k".repeat(129)] {
+            assert!(IdempotencyKey::try_from(bad.to_owned()).is_err(), "{bad:?}");
         }
     }
 

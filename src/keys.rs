@@ -31,6 +31,17 @@ impl Keys {
         format!("{}:{{c.{channel}}}:meta", self.prefix)
     }
 
+    /// Stream of a channel's recent messages (history), id `<offset>-0`,
+    /// field `f`: the `message` frame as clients receive it.
+    pub fn channel_history(&self, channel: &str) -> String {
+        format!("{}:{{c.{channel}}}:history", self.prefix)
+    }
+
+    /// A publish's idempotency key: its position, for the window.
+    pub fn channel_idempotency(&self, channel: &str, key: &str) -> String {
+        format!("{}:{{c.{channel}}}:idem:{key}", self.prefix)
+    }
+
     /// Pub/sub channel carrying a user's direct messages.
     pub fn user_pubsub(&self, user: &str) -> String {
         format!("{}:{{u.{user}}}:direct", self.prefix)
@@ -87,6 +98,8 @@ mod tests {
         assert_eq!(k.channel_pubsub("chat:1"), "sb:{c.chat:1}:pub");
         assert_eq!(k.channel_meta("chat:1"), "sb:{c.chat:1}:meta");
         assert_eq!(k.user_pubsub("ann"), "sb:{u.ann}:direct");
+        assert_eq!(k.channel_history("chat:1"), "sb:{c.chat:1}:history");
+        assert_eq!(k.channel_idempotency("chat:1", "k"), "sb:{c.chat:1}:idem:k");
         assert_eq!(
             k.topic_pubsub(&Topic::User("ann".into())),
             k.user_pubsub("ann")

@@ -20,6 +20,12 @@ pub struct Metrics {
     pub heartbeat_timeouts: AtomicU64,
     pub broker_errors: AtomicU64,
     pub redis_reconnects: AtomicU64,
+    /// Messages a node read back from a channel's history to fill a gap.
+    pub gap_repairs: AtomicU64,
+    /// `resync` frames sent: a gap the history could not fill, or an epoch change.
+    pub resyncs: AtomicU64,
+    /// Subscriptions that resumed from a client's position (`recovered: true`).
+    pub recoveries: AtomicU64,
     pub presence_ops: AtomicU64,
     pub presence_errors: AtomicU64,
     pub api_requests: AtomicU64,
@@ -98,7 +104,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
         };
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             (
                 "switchboard_connections_opened_total",
                 "WebSocket connections accepted.",
@@ -158,6 +164,21 @@ impl Metrics {
                 "switchboard_redis_reconnects_total",
                 "Times the Redis subscriber connection was re-established.",
                 &self.redis_reconnects,
+            ),
+            (
+                "switchboard_gap_repairs_total",
+                "Messages read back from channel history to fill a gap in delivery.",
+                &self.gap_repairs,
+            ),
+            (
+                "switchboard_resyncs_total",
+                "resync frames sent to channels (gap history could not fill, or epoch change).",
+                &self.resyncs,
+            ),
+            (
+                "switchboard_recoveries_total",
+                "Subscriptions that resumed from a client's position (recovered: true).",
+                &self.recoveries,
             ),
             (
                 "switchboard_presence_operations_total",

@@ -48,6 +48,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// How many frames it holds before the consumer counts as too slow.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn new(capacity: usize) -> Self {
         Outbox {
             state: Mutex::default(),

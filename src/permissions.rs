@@ -28,13 +28,7 @@ impl Action {
 
 /// The `user` namespace when the settings do not configure one: anyone may
 /// act on their own personal channels, no presence or join/leave events.
-pub static PERSONAL_NAMESPACE: NamespaceOptions = NamespaceOptions {
-    presence: false,
-    join_leave: false,
-    subscribe: Rule::Any,
-    publish: Rule::Any,
-    presence_for: Rule::Any,
-};
+pub static PERSONAL_NAMESPACE: NamespaceOptions = NamespaceOptions::OFF;
 
 /// The owner of a personal channel `user:ID[:...]`, if it is one.
 pub fn personal_owner(channel: &str) -> Option<&str> {

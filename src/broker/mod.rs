@@ -16,8 +16,12 @@ pub mod envelope;
 pub mod memory;
 pub mod redis;
 
+use std::time::Duration;
+
+use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
+use crate::config::HistoryLimits;
 use crate::disconnect::Disconnect;
 use crate::protocol::MessageParts;
 use crate::topic::Topic;
@@ -44,9 +48,11 @@ impl BrokerError {
     }
 }
 
-/// Where a published message landed in its channel's stream.
+/// A place in a channel's stream: an offset within an epoch. Where a
+/// published message landed, or the newest message of a channel (offset 0:
+/// none yet in this epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
+pub struct Position {
     pub offset: u64,
     pub epoch: String,
 }
@@ -59,6 +65,36 @@ pub struct Publication<'a> {
     pub parts: MessageParts,
     /// W3C trace context of the publish, carried to every delivering node.
     pub traceparent: Option<&'a str>,
+    /// Keep the message in the channel's history, within these bounds.
+    pub history: Option<HistoryLimits>,
+    /// Publish at most once per key and channel within the window: a
+    /// repeat gets the first publish's position and publishes nothing.
+    pub idempotency: Option<Idempotency<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub window: Duration,
+}
+
+/// What to read from a channel's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only messages after this offset (None: from the oldest kept).
+    pub since: Option<u64>,
+    /// At most this many messages.
+    pub limit: usize,
+    /// Newest first (from the newest kept, down to `since`).
+    pub reverse: bool,
+}
+
+/// A read of a channel's history: its current position and the messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub top: Position,
+    /// Encoded `message` frames with their offsets, in the query's order.
+    pub messages: Vec<(u64, ByteString)>,
 }
 
 /// What travels between nodes besides a channel's numbered messages.
@@ -78,7 +114,16 @@ pub trait Broker: Send + Sync + 'static {
     fn publish<'a>(
         &'a self,
         publication: Publication<'a>,
-    ) -> BoxFuture<'a, Result<Published, BrokerError>>;
+    ) -> BoxFuture<'a, Result<Position, BrokerError>>;
+
+    /// A channel's position and the messages of its history the query
+    /// asks for. A channel never published to gets a position (offset 0)
+    /// in the epoch its first message will have.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<History, BrokerError>>;
 
     /// Deliver a notice, outside any channel's offset stream, to every
     /// node with local members of its topic.

@@ -185,6 +185,9 @@ layer! {
         /// conformance testing only (default: false).
         #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT")]
         echo_endpoint: bool = false,
+        /// How long a publish's `idempotency_key` is remembered, in milliseconds (default 300000).
+        #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW_MS")]
+        idempotency_window_ms: u64 = 300_000,
         /// Options of channels without a namespace (TOML only).
         #[arg(skip)]
         default_namespace: NamespaceOptions = NamespaceOptions::default(),

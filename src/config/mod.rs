@@ -25,7 +25,7 @@ mod resolve;
 mod tests;
 
 pub use layers::{Cli, FileSettings, Layer, Merged};
-pub use namespaces::{Namespace, NamespaceOptions, Rule};
+pub use namespaces::{HistoryLimits, Namespace, NamespaceOptions, Rule, MAX_HISTORY_SIZE};
 
 /// A setting that could not be loaded or failed validation.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,8 @@ pub struct Settings {
     pub outbox_capacity: usize,
     pub max_message_bytes: usize,
     pub unsubscribe_delay: Duration,
+    /// How long a publish's idempotency key is remembered.
+    pub idempotency_window: Duration,
     pub redis_timeout: Duration,
     pub redis_pool_size: usize,
     pub drain_delay: Duration,

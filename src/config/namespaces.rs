@@ -19,7 +19,7 @@ pub struct Namespace {
 }
 
 /// What a namespace's channels offer beyond publish/subscribe.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceOptions {
@@ -38,6 +38,58 @@ pub struct NamespaceOptions {
     /// Who may read presence over the WebSocket.
     #[serde(default)]
     pub presence_for: Rule,
+    /// Messages kept per channel for `history` and recovery (0: none).
+    #[serde(default)]
+    pub history_size: usize,
+    /// How long a channel's history lives after its last publish, in ms.
+    #[serde(default = "default_history_ttl_ms")]
+    pub history_ttl_ms: u64,
+}
+
+/// Most messages one channel may keep (`history_size`).
+pub const MAX_HISTORY_SIZE: usize = 100_000;
+
+/// Five minutes: long enough for a reconnect after a deploy or a network
+/// change, short enough that idle channels do not keep memory for long.
+pub const DEFAULT_HISTORY_TTL_MS: u64 = 300_000;
+
+fn default_history_ttl_ms() -> u64 {
+    DEFAULT_HISTORY_TTL_MS
+}
+
+impl NamespaceOptions {
+    /// The options of a namespace nobody configured: everything off.
+    pub const OFF: NamespaceOptions = NamespaceOptions {
+        presence: false,
+        join_leave: false,
+        subscribe: Rule::Any,
+        publish: Rule::Any,
+        presence_for: Rule::Any,
+        history_size: 0,
+        history_ttl_ms: DEFAULT_HISTORY_TTL_MS,
+    };
+
+    /// How much history the channels keep, if any.
+    pub fn history(&self) -> Option<HistoryLimits> {
+        (self.history_size > 0).then(|| HistoryLimits {
+            size: self.history_size,
+            ttl: std::time::Duration::from_millis(self.history_ttl_ms),
+        })
+    }
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        NamespaceOptions::OFF
+    }
+}
+
+/// A namespace's history bounds: at most `size` messages per channel, and
+/// the whole history dropped `ttl` after the channel's last publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    pub size: usize,
+    pub ttl: std::time::Duration,
 }
 
 /// Who may do something on a namespace's channels.

@@ -5,7 +5,10 @@
 
 use std::{fmt::Debug, net::SocketAddr, ops::RangeInclusive, time::Duration};
 
-use super::{invalid, Cli, ConfigError, FileSettings, JwtKey, JwtSettings, Settings};
+use super::{
+    invalid, Cli, ConfigError, FileSettings, JwtKey, JwtSettings, NamespaceOptions, Settings,
+    MAX_HISTORY_SIZE,
+};
 
 /// Node ids, prefixes and namespace names end up in Redis names and JSON:
 /// keep them to a safe, readable alphabet.
@@ -168,7 +171,10 @@ impl Settings {
         let mut namespaces = m.namespaces;
         for ns in &namespaces {
             check_name("namespaces.name", &ns.name)?;
+            check_history("namespaces.history_size", &ns.options)?;
         }
+        check_history("default_namespace.history_size", &m.default_namespace)?;
+        let idempotency_window = millis("idempotency_window_ms", m.idempotency_window_ms, 1)?;
         namespaces.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = namespaces.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(invalid(
@@ -205,8 +211,27 @@ impl Settings {
             allowed_origins,
             jwt,
             echo_endpoint: m.echo_endpoint,
+            idempotency_window,
             default_namespace: m.default_namespace,
             namespaces,
         })
     }
+}
+
+/// A namespace's history bounds make sense: at most `MAX_HISTORY_SIZE`
+/// messages, kept for a positive time.
+fn check_history(setting: &'static str, options: &NamespaceOptions) -> Result<(), ConfigError> {
+    if options.history_size > MAX_HISTORY_SIZE {
+        return Err(invalid(
+            setting,
+            format!("{} is more than {MAX_HISTORY_SIZE}", options.history_size),
+        ));
+    }
+    if options.history_size > 0 && options.history_ttl_ms == 0 {
+        return Err(invalid(
+            setting,
+            "history_ttl_ms must be above 0 when history_size is set".to_owned(),
+        ));
+    }
+    Ok(())
 }

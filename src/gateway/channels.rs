@@ -17,15 +17,17 @@ use tracing::Instrument;
 
 use super::Gateway;
 use crate::auth::Access;
-use crate::broker::{Notice, Publication, Published};
+use bytestring::ByteString;
+
+use crate::broker::{History, HistoryQuery, Idempotency, Notice, Position, Publication};
 use crate::config::NamespaceOptions;
 use crate::error::Error;
 use crate::hub::ConnId;
-use crate::ids::ChannelName;
+use crate::ids::{ChannelName, IdempotencyKey};
 use crate::metrics;
 use crate::permissions::{self, Action, Asker};
 use crate::presence::ClientInfo;
-use crate::protocol::{MessageParts, ServerFrame};
+use crate::protocol::{MessageParts, ServerFrame, StreamPosition};
 use crate::telemetry;
 use crate::topic::Topic;
 
@@ -39,6 +41,22 @@ impl Route<'_> {
     fn topic(&self) -> Topic {
         Topic::Channel(self.channel.to_string())
     }
+}
+
+/// What a subscription starts with.
+#[derive(Debug, Default)]
+pub struct Subscribed {
+    /// The channel's position when delivery went live (channels with
+    /// history, or when `since` was given).
+    pub top: Option<Position>,
+    /// With `since`: whether every missed message is in `missed`.
+    pub recovered: Option<bool>,
+    /// The missed messages, oldest first, for the caller to send before
+    /// releasing the hold.
+    pub missed: Vec<(u64, ByteString)>,
+    /// The offset `missed` ends at: held live frames up to it are dropped
+    /// as duplicates on release.
+    pub after: Option<u64>,
 }
 
 /// Who asks, for the permission checks: a connection, its user and what
@@ -80,28 +98,121 @@ impl Gateway {
     }
 
     /// Subscribe a connection to a channel; resolves when delivery is live.
+    /// With `since`, the connection's live frames of the channel are held
+    /// (see `Hub::add_held`) while the missed messages are read: the caller
+    /// sends the reply and `Subscribed::missed`, then calls `release`.
     pub(crate) async fn subscribe(
         self: &Arc<Self>,
         conn: &ConnId,
         route: &Route<'_>,
-    ) -> Result<(), Error> {
+        since: Option<&StreamPosition>,
+    ) -> Result<Subscribed, Error> {
         let limit = self.settings.max_subscriptions_per_connection;
         if self.hub.channels_of(conn) >= limit {
             return Err(Error::TooManySubscriptions(limit));
         }
         let topic = route.topic();
-        self.hub.add(conn, &topic)?;
-        if let Err(e) = self.broker.subscribe(&topic).await {
-            // Roll back so the client can simply retry.
-            if let Ok(true) = self.hub.remove(conn, &topic) {
-                self.schedule_release(topic);
-            }
-            return Err(e.into());
+        if since.is_some() {
+            self.hub.add_held(conn, &topic)?;
+        } else {
+            self.hub.add(conn, &topic)?;
         }
+        let subscribed = match self.broker.subscribe(&topic).await {
+            Ok(()) => self.position(route, since).await,
+            Err(e) => Err(e.into()),
+        };
+        let subscribed = match subscribed {
+            Ok(subscribed) => subscribed,
+            Err(e) => {
+                // Roll back so the client can simply retry.
+                if let Ok(true) = self.hub.remove(conn, &topic) {
+                    self.schedule_release(topic);
+                }
+                return Err(e);
+            }
+        };
         if let Some(client) = self.hub.client(conn) {
             self.on_joined(route, &client).await;
         }
-        Ok(())
+        Ok(subscribed)
+    }
+
+    /// Where a new subscription starts, and what it missed since `since`:
+    /// read once delivery is live, so every later message arrives live.
+    async fn position(
+        &self,
+        route: &Route<'_>,
+        since: Option<&StreamPosition>,
+    ) -> Result<Subscribed, Error> {
+        let history = route.ns.history();
+        if since.is_none() && history.is_none() {
+            // The common case: no history, no position, no round trip.
+            return Ok(Subscribed::default());
+        }
+        let query = HistoryQuery {
+            since: since.map(|p| p.offset),
+            limit: if since.is_some() {
+                history.map_or(0, |h| h.size)
+            } else {
+                0
+            },
+            reverse: false,
+        };
+        let read = self.broker.history(route.channel, query).await?;
+        let top = read.top;
+        let Some(since) = since else {
+            return Ok(Subscribed {
+                top: Some(top),
+                ..Subscribed::default()
+            });
+        };
+        // Recovered: same epoch, and every message after `since` up to the
+        // top is in the history read (offsets are unique and increasing).
+        let behind = top.offset.checked_sub(since.offset);
+        let recovered = since.epoch == top.epoch
+            && behind.is_some_and(|behind| read.messages.len() as u64 == behind);
+        if recovered {
+            metrics::inc(&self.metrics.recoveries);
+        }
+        Ok(Subscribed {
+            recovered: Some(recovered),
+            after: recovered.then_some(top.offset),
+            missed: if recovered { read.messages } else { Vec::new() },
+            top: Some(top),
+        })
+    }
+
+    /// End a recovering subscription's hold (see `subscribe`).
+    pub(crate) fn release(&self, conn: &ConnId, channel: &ChannelName, after: Option<u64>) {
+        self.hub
+            .release(conn, &Topic::Channel(channel.to_string()), after);
+    }
+
+    /// A channel's history: its position and the messages `query` asks for
+    /// (at most the namespace's `history_size`). A `since` from another
+    /// epoch cannot be resumed.
+    pub(crate) async fn history(
+        &self,
+        route: &Route<'_>,
+        since: Option<&StreamPosition>,
+        limit: Option<usize>,
+        reverse: bool,
+    ) -> Result<History, Error> {
+        let Some(kept) = route.ns.history() else {
+            return Err(Error::HistoryNotEnabled(route.channel.clone()));
+        };
+        let query = HistoryQuery {
+            since: since.map(|p| p.offset),
+            limit: limit.unwrap_or(kept.size).min(kept.size),
+            reverse,
+        };
+        let read = self.broker.history(route.channel, query).await?;
+        if let Some(since) = since {
+            if since.epoch != read.top.epoch {
+                return Err(Error::UnrecoverablePosition(route.channel.clone()));
+            }
+        }
+        Ok(read)
     }
 
     pub(crate) async fn unsubscribe(
@@ -186,7 +297,8 @@ impl Gateway {
         from: &str,
         data: &RawValue,
         traceparent: Option<&str>,
-    ) -> Result<Published, Error> {
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> Result<Position, Error> {
         let channel = route.channel.as_str();
         // The publish span (only when traces are exported) continues the
         // client's trace; its own context travels with the message.
@@ -212,6 +324,11 @@ impl Gateway {
             channel,
             parts: MessageParts::new(channel, from, data),
             traceparent: traceparent.as_deref(),
+            history: route.ns.history(),
+            idempotency: idempotency_key.map(|key| Idempotency {
+                key,
+                window: self.settings.idempotency_window,
+            }),
         };
         let started = std::time::Instant::now();
         let published = self

@@ -14,7 +14,7 @@ mod users;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub use channels::{Caller, Route};
+pub use channels::{Caller, Route, Subscribed};
 
 use crate::auth::Verifier;
 use crate::broker::Broker;

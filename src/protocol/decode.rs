@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{ErrorBody, ErrorCode};
-use crate::ids::{ChannelName, UserId};
+use crate::ids::{ChannelName, IdempotencyKey, UserId};
 
 /// Deepest nesting of arrays and objects `data` may have (a scalar is 0,
 /// `[1]` is 1, `{"a":[1]}` is 2). The gateway itself never parses `data`
@@ -85,6 +85,10 @@ struct RawFrame<'a> {
     data: Option<&'a RawValue>,
     since: Option<StreamPosition>,
     limit: Option<u32>,
+    /// `history`: newest first.
+    reverse: Option<bool>,
+    /// `publish`: publish at most once per key (see `idempotency_window_ms`).
+    idempotency_key: Option<IdempotencyKey>,
     /// W3C trace context of the sender, for `publish`.
     traceparent: Option<String>,
     /// A new token, for `refresh`.
@@ -104,6 +108,7 @@ pub enum Command<'a> {
         channel: ChannelName,
         data: &'a RawValue,
         traceparent: Option<String>,
+        idempotency_key: Option<IdempotencyKey>,
     },
     Send {
         user: UserId,
@@ -116,6 +121,7 @@ pub enum Command<'a> {
         channel: ChannelName,
         since: Option<StreamPosition>,
         limit: Option<u32>,
+        reverse: bool,
     },
     Ping,
     /// A new token before the current one expires.
@@ -187,6 +193,7 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
                 channel: need_channel(raw.channel, kind)?,
                 data: need_data(raw.data, kind)?,
                 traceparent: raw.traceparent,
+                idempotency_key: raw.idempotency_key,
             },
             "send" => Command::Send {
                 user: UserId::parse(need(raw.user, kind, "user")?)?,
@@ -199,6 +206,7 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
                 channel: need_channel(raw.channel, kind)?,
                 since: raw.since,
                 limit: raw.limit,
+                reverse: raw.reverse.unwrap_or(false),
             },
             "ping" => Command::Ping,
             "refresh" => Command::Refresh {

@@ -33,6 +33,12 @@ pub enum ServerFrame<'a> {
         /// Members, in the answer to `presence`.
         #[serde(skip_serializing_if = "Option::is_none")]
         members: Option<&'a [ClientInfo]>,
+        /// `subscribe {since}`: whether every missed message follows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// `message` frames, in the answer to `history`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        messages: Option<&'a [&'a RawValue]>,
     },
     Error {
         error: ErrorBody,
@@ -60,6 +66,12 @@ pub enum ServerFrame<'a> {
         user: &'a str,
         conn: &'a str,
     },
+    /// Messages of `channel` may have been lost before the next one: the
+    /// client must reload what it shows from its source of truth.
+    Resync {
+        channel: &'a str,
+        reason: &'a str,
+    },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
@@ -72,32 +84,71 @@ impl<'a> ServerFrame<'a> {
     }
 
     pub fn ok(id: Option<u64>) -> Self {
-        Self::success(id, None, None)
+        Self::success(id)
     }
 
     /// The answer to a `publish`: where the message landed.
     pub fn published(id: Option<u64>, offset: u64, epoch: &'a str) -> Self {
-        Self::success(id, Some((offset, epoch)), None)
+        Self::success(id).at(Some((offset, epoch)))
+    }
+
+    /// The answer to a `subscribe`: the channel's position (on channels
+    /// with history, or when asked to recover) and whether it recovered.
+    pub fn subscribed(
+        id: Option<u64>,
+        position: Option<(u64, &'a str)>,
+        recovered: Option<bool>,
+    ) -> Self {
+        let mut frame = Self::success(id).at(position);
+        if let ServerFrame::Reply { recovered: r, .. } = &mut frame {
+            *r = recovered;
+        }
+        frame
+    }
+
+    /// The answer to a `history` request: the channel's position and messages.
+    pub fn history(
+        id: Option<u64>,
+        offset: u64,
+        epoch: &'a str,
+        messages: &'a [&'a RawValue],
+    ) -> Self {
+        let mut frame = Self::success(id).at(Some((offset, epoch)));
+        if let ServerFrame::Reply { messages: m, .. } = &mut frame {
+            *m = Some(messages);
+        }
+        frame
     }
 
     /// The answer to a `presence` request.
     pub fn members(id: Option<u64>, members: &'a [ClientInfo]) -> Self {
-        Self::success(id, None, Some(members))
+        let mut frame = Self::success(id);
+        if let ServerFrame::Reply { members: m, .. } = &mut frame {
+            *m = Some(members);
+        }
+        frame
     }
 
-    fn success(
-        id: Option<u64>,
-        position: Option<(u64, &'a str)>,
-        members: Option<&'a [ClientInfo]>,
-    ) -> Self {
+    fn success(id: Option<u64>) -> Self {
         ServerFrame::Reply {
             id,
             ok: Some(true),
             error: None,
-            offset: position.map(|(offset, _)| offset),
-            epoch: position.map(|(_, epoch)| epoch),
-            members,
+            offset: None,
+            epoch: None,
+            members: None,
+            recovered: None,
+            messages: None,
         }
+    }
+
+    /// With a stream position.
+    fn at(mut self, position: Option<(u64, &'a str)>) -> Self {
+        if let ServerFrame::Reply { offset, epoch, .. } = &mut self {
+            *offset = position.map(|(offset, _)| offset);
+            *epoch = position.map(|(_, epoch)| epoch);
+        }
+        self
     }
 
     /// A failed command: a `reply` when the command had an id, an `error`
@@ -111,6 +162,8 @@ impl<'a> ServerFrame<'a> {
                 offset: None,
                 epoch: None,
                 members: None,
+                recovered: None,
+                messages: None,
             },
             None => ServerFrame::Error { error },
         }

@@ -46,6 +46,9 @@ pub enum ErrorCode {
     BrokerUnavailable,
     /// A command this build does not offer yet (named in the message).
     NotSupported,
+    /// `history {since}`: the position is from another epoch of the channel
+    /// (its history was reset); read without `since`.
+    UnrecoverablePosition,
     /// The channel's namespace does not enable this feature (e.g. presence).
     NotEnabled,
     /// Server API: missing or wrong API key.

@@ -58,12 +58,12 @@ async fn malformed_frames_get_errors_and_the_connection_stays_open() {
             "not_subscribed",
         ),
         (json!({"type": "send", "user": "", "data": 1}), "bad_user"),
-        (
-            json!({"type": "subscribe", "channel": "x", "since": {"offset": 1, "epoch": "e"}}),
-            "not_supported",
-        ),
         (json!({"type": "presence", "channel": "x"}), "not_enabled"),
-        (json!({"type": "history", "channel": "x"}), "not_supported"),
+        (json!({"type": "history", "channel": "x"}), "not_enabled"),
+        (
+            json!({"type": "publish", "channel": "x", "data": 1, "idempotency_key": "a b"}),
+            "bad_frame",
+        ),
     ];
     for (frame, code) in cases {
         let r = c.request(frame.clone()).await;

@@ -36,6 +36,7 @@ fn ns(name: &str, subscribe: Rule, publish: Rule, presence_for: Rule) -> Namespa
             subscribe,
             publish,
             presence_for,
+            ..NamespaceOptions::default()
         },
     }
 }

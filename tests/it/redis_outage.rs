@@ -56,6 +56,13 @@ async fn nodes_survive_a_redis_restart_and_resume_delivery() {
     })
     .await;
     let mut publisher = retrying.into_inner();
+    // Redis ran without persistence: the channel's epoch is new, and the
+    // subscriber is told that what was published meanwhile may be lost.
+    let resync = sub.expect("resync").await;
+    assert_eq!(
+        (&resync["channel"], &resync["reason"]),
+        (&json!("jobs"), &json!("epoch_changed"))
+    );
     let m = sub.expect("message").await;
     assert_eq!(m["data"], "after");
     // Once only.

@@ -13,6 +13,8 @@
 //!   epoch, and PUBLISHes the envelope with both spliced in — one round trip,
 //!   and Redis orders the messages of a channel by offset.
 
+mod repair;
+mod streams;
 mod subscriber;
 
 use std::sync::Arc;
@@ -21,18 +23,15 @@ use std::time::Duration;
 use deadpool_redis::{Pool, Runtime};
 use futures_util::future::{BoxFuture, FutureExt};
 
+use self::streams::{Streams, CHANNEL_META_TTL, PUBLISH_LUA};
 use self::subscriber::Subscriber;
 use super::envelope;
-use super::{Broker, BrokerError, Notice, Publication, Published};
+use super::{Broker, BrokerError, History, HistoryQuery, Notice, Position, Publication};
 use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::metrics::{self, Metrics};
 use crate::protocol::new_epoch;
 use crate::topic::Topic;
-
-/// How long a channel's offset/epoch survive without a publish. After that
-/// the next publish starts a new epoch, which clients read as "positions reset".
-const CHANNEL_META_TTL_SECS: u64 = 86_400;
 
 /// The command pool shared by the broker and presence: every checkout,
 /// create and recycle is bounded by `timeout`.
@@ -49,25 +48,13 @@ pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, BrokerErr
         .map_err(BrokerError::unavailable)
 }
 
-const PUBLISH_LUA: &str = r#"
-local ep = redis.call('HGET', KEYS[1], 'e')
-if not ep then
-  ep = ARGV[4]
-  redis.call('HSET', KEYS[1], 'e', ep)
-end
-local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('PUBLISH', KEYS[2],
-  ARGV[1] .. off .. ',"ep":"' .. ep .. '"}\n' .. ARGV[2] .. off .. ',"epoch":"' .. ep .. '"' .. ARGV[3])
-return {off, ep}
-"#;
-
 pub struct RedisBroker {
     pool: Pool,
     keys: Keys,
     node_id: String,
     timeout: Duration,
     subscriber: Subscriber,
+    streams: Arc<Streams>,
     metrics: Arc<Metrics>,
     script: redis::Script,
 }
@@ -85,13 +72,23 @@ impl RedisBroker {
         metrics: Arc<Metrics>,
     ) -> Result<RedisBroker, BrokerError> {
         let client = redis::Client::open(url).map_err(BrokerError::unavailable)?;
-        let subscriber = Subscriber::start(client, node_id.clone(), hub, metrics.clone(), timeout);
+        let streams = Arc::new(Streams::new(pool.clone(), keys.clone(), timeout));
+        let subscriber = Subscriber::start(
+            client,
+            node_id.clone(),
+            hub,
+            metrics.clone(),
+            timeout,
+            streams.clone(),
+            keys.clone(),
+        );
         Ok(RedisBroker {
             pool,
             keys,
             node_id,
             timeout,
             subscriber,
+            streams,
             metrics,
             script: redis::Script::new(PUBLISH_LUA),
         })
@@ -143,29 +140,56 @@ fn redis_error(e: redis::RedisError) -> BrokerError {
 }
 
 impl Broker for RedisBroker {
-    fn publish<'a>(&'a self, p: Publication<'a>) -> BoxFuture<'a, Result<Published, BrokerError>> {
+    fn publish<'a>(&'a self, p: Publication<'a>) -> BoxFuture<'a, Result<Position, BrokerError>> {
         async move {
             let head = envelope::channel_head(&self.node_id, p.channel, p.traceparent);
-            let meta = self.keys.channel_meta(p.channel);
-            let chan = self.keys.channel_pubsub(p.channel);
-            let epoch = new_epoch();
+            let history = self.keys.channel_history(p.channel);
+            let idempotency = match p.idempotency {
+                Some(i) => self.keys.channel_idempotency(p.channel, i.key),
+                // Unused by the script, but a key of the channel's slot.
+                None => history.clone(),
+            };
+            let (size, ttl) = p.history.map_or((0, Duration::ZERO), |h| (h.size, h.ttl));
+            // The offset must outlive the history it numbers.
+            let meta_ttl = CHANNEL_META_TTL.max(ttl).as_secs() + 1;
+            let window = p.idempotency.map_or(0, |i| i.window.as_millis() as u64);
             let (offset, epoch): (u64, String) = self
                 .with_timeout(async {
                     let mut conn = self.conn().await?;
                     self.script
-                        .key(&meta)
-                        .key(&chan)
+                        .key(self.keys.channel_meta(p.channel))
+                        .key(self.keys.channel_pubsub(p.channel))
+                        .key(&history)
+                        .key(&idempotency)
                         .arg(&head)
                         .arg(&p.parts.head)
                         .arg(&p.parts.tail)
-                        .arg(&epoch)
-                        .arg(CHANNEL_META_TTL_SECS)
+                        .arg(new_epoch())
+                        .arg(meta_ttl)
+                        .arg(size)
+                        .arg(ttl.as_millis() as u64)
+                        .arg(window)
                         .invoke_async(&mut conn)
                         .await
                         .map_err(redis_error)
                 })
                 .await?;
-            Ok(Published { offset, epoch })
+            Ok(Position { offset, epoch })
+        }
+        .boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<History, BrokerError>> {
+        async move {
+            let read = self.streams.read(channel, query).await;
+            if read.is_err() {
+                metrics::inc(&self.metrics.broker_errors);
+            }
+            read
         }
         .boxed()
     }

@@ -13,14 +13,19 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use super::repair::{Deliver, Tracker};
+use super::streams::Streams;
 use crate::broker::envelope::{self, Delivery};
 use crate::broker::BrokerError;
 use crate::hub::Hub;
+use crate::keys::Keys;
 use crate::metrics::{self, Metrics};
 use crate::telemetry;
+use crate::topic::Topic;
+use tracing::Instrument;
 
 /// How often the subscriber connection is probed with PING when idle.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -70,16 +75,22 @@ impl Subscriber {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         timeout: Duration,
+        streams: Arc<Streams>,
+        keys: Keys,
     ) -> Subscriber {
         let subs = Arc::new(Subscriptions::default());
         let healthy = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(subscriber_loop(
             client,
-            node_id,
+            Context {
+                node_id,
+                hub,
+                metrics,
+                streams,
+                keys,
+            },
             subs.clone(),
-            hub,
             healthy.clone(),
-            metrics,
             timeout,
         ));
         Subscriber {
@@ -138,13 +149,15 @@ impl Subscriber {
 /// Keep a subscriber connection alive for the life of the node.
 async fn subscriber_loop(
     client: redis::Client,
-    node_id: String,
+    cx: Context,
     subs: Arc<Subscriptions>,
-    hub: Arc<Hub>,
     healthy: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
     timeout: Duration,
 ) {
+    let metrics = &*cx.metrics;
+    // Outlives each connection: what was delivered before a drop is what
+    // the next connection's catch-up starts from.
+    let mut tracker = Tracker::default();
     let mut backoff = Duration::from_millis(50);
     let mut connected_before = false;
     let mut logged_outage = false;
@@ -152,13 +165,13 @@ async fn subscriber_loop(
         let pubsub = match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => {
-                retry_later(&healthy, &metrics, &mut logged_outage, &mut backoff, &e).await;
+                retry_later(&healthy, metrics, &mut logged_outage, &mut backoff, &e).await;
                 continue;
             }
             Err(_) => {
                 retry_later(
                     &healthy,
-                    &metrics,
+                    metrics,
                     &mut logged_outage,
                     &mut backoff,
                     &"connect timed out",
@@ -182,9 +195,10 @@ async fn subscriber_loop(
             state.wanted || !state.waiters.is_empty()
         });
         let (sink, stream) = pubsub.split();
+        let (changes, changed) = mpsc::unbounded_channel();
         let reason = tokio::select! {
-            () = read_loop(stream, &hub, &metrics, &node_id) => "connection closed".to_owned(),
-            e = reconcile_loop(sink, &subs, &healthy, timeout) => e,
+            () = read_loop(stream, changed, &cx, &mut tracker) => "connection closed".to_owned(),
+            e = reconcile_loop(sink, &subs, &healthy, timeout, &changes) => e,
         };
         healthy.store(false, Ordering::Relaxed);
         metrics::inc(&metrics.broker_errors);
@@ -209,20 +223,72 @@ async fn retry_later(
     *backoff = (*backoff * 2).min(Duration::from_secs(2));
 }
 
-/// Forward every pub/sub message to the hub. Ends when the connection does.
-async fn read_loop(mut stream: PubSubStream, hub: &Hub, metrics: &Metrics, node_id: &str) {
-    while let Some(msg) = stream.next().await {
+/// What the read loop delivers with.
+struct Context {
+    node_id: String,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    streams: Arc<Streams>,
+    keys: Keys,
+}
+
+/// Subscriptions the reconciler confirmed, for the read loop's tracker.
+enum Change {
+    Subscribed(Vec<String>),
+    Unsubscribed(Vec<String>),
+}
+
+/// Forward every pub/sub message to the hub, channel messages in offset
+/// order (see `repair`), and catch up channels as they are resubscribed.
+/// Ends when the connection does.
+async fn read_loop(
+    mut stream: PubSubStream,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    cx: &Context,
+    tracker: &mut Tracker,
+) {
+    let to = Deliver {
+        hub: &cx.hub,
+        streams: &cx.streams,
+        metrics: &cx.metrics,
+    };
+    let pubsub_name = |channel: &str| cx.keys.channel_pubsub(channel);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            Some(change) = changes.recv() => {
+                match change {
+                    Change::Subscribed(names) => tracker.catch_up(&to, &names, pubsub_name).await,
+                    Change::Unsubscribed(names) => tracker.forget(&names, pubsub_name),
+                }
+                continue;
+            }
+            msg = stream.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+        };
         match envelope::decode(msg.get_payload_bytes()) {
             Ok((header, Delivery::Frame { topic, frame })) => {
-                metrics::inc(&metrics.broker_messages_in);
+                metrics::inc(&cx.metrics.broker_messages_in);
                 let channel = header.c.as_deref().unwrap_or_default();
-                let span =
-                    telemetry::deliver_span(channel, node_id, frame.len(), header.tp.as_deref());
-                let recipients = span.in_scope(|| hub.dispatch(&topic, &frame));
+                let span = telemetry::deliver_span(
+                    channel,
+                    &cx.node_id,
+                    frame.len(),
+                    header.tp.as_deref(),
+                );
+                let recipients = match (&topic, header.off, header.ep.as_deref()) {
+                    (Topic::Channel(channel), Some(offset), Some(epoch)) => {
+                        let delivery = tracker.deliver(&to, channel, epoch, offset, &frame);
+                        delivery.instrument(span.clone()).await
+                    }
+                    _ => span.in_scope(|| cx.hub.dispatch(&topic, &frame, None)),
+                };
                 span.record("recipients", recipients);
             }
             Ok((_header, Delivery::Disconnect { user, reason })) => {
-                let closed = hub.close_user(&user, reason);
+                let closed = cx.hub.close_user(&user, reason);
                 tracing::debug!(%user, closed, reason = reason.name(), "disconnect requested");
             }
             Err(e) => {
@@ -239,6 +305,7 @@ async fn reconcile_loop(
     subs: &Subscriptions,
     healthy: &AtomicBool,
     timeout: Duration,
+    changes: &mpsc::UnboundedSender<Change>,
 ) -> String {
     loop {
         // Register interest before reading the state so no change is missed.
@@ -277,6 +344,9 @@ async fn reconcile_loop(
                     let _ = waiter.send(());
                 }
             }
+            drop(topics);
+            // The read loop catches these up if it delivered them before.
+            let _ = changes.send(Change::Subscribed(batch.to_vec()));
         }
         for batch in to_unsub.chunks(SUBSCRIBE_BATCH) {
             if let Err(why) = bounded("UNSUBSCRIBE", timeout, sink.unsubscribe(batch)).await {
@@ -295,6 +365,8 @@ async fn reconcile_loop(
                     }
                 }
             }
+            drop(topics);
+            let _ = changes.send(Change::Unsubscribed(batch.to_vec()));
         }
         healthy.store(true, Ordering::Relaxed);
 

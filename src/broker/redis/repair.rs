@@ -1,0 +1,208 @@
+//! Node-side gap repair: the subscriber remembers, per channel, the epoch
+//! and the last offset it delivered. A message that skips offsets (Redis
+//! dropped the subscriber connection for its output buffer, or it was down
+//! and came back) makes the node read the missing range from the channel's
+//! history stream and deliver it first; after a reconnect every tracked
+//! channel catches up the same way once it is resubscribed. A message at or
+//! below the last offset was already delivered (by a repair) and is
+//! dropped. What history cannot fill — not kept, trimmed, or a new epoch —
+//! is announced to the channel's subscribers with a `resync` frame, never
+//! passed over in silence.
+
+use std::collections::HashMap;
+
+use bytestring::ByteString;
+
+use super::streams::Streams;
+use crate::broker::HistoryQuery;
+use crate::config::MAX_HISTORY_SIZE;
+use crate::hub::Hub;
+use crate::metrics::{self, Metrics};
+use crate::protocol::ServerFrame;
+use crate::topic::Topic;
+
+/// Where each tracked channel's delivery stands on this node.
+#[derive(Debug, Default)]
+pub(super) struct Tracker {
+    channels: HashMap<String, Seen>,
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    epoch: String,
+    /// The highest offset delivered.
+    last: u64,
+    /// Offsets up to here that are missing were already announced with a
+    /// `resync`: a live message after such a gap is delivered as it is.
+    /// (Never "up to the top": a message published after the subscription
+    /// may still be queued, and must not be taken for a duplicate.)
+    announced: u64,
+}
+
+/// What the tracker delivers with.
+pub(super) struct Deliver<'a> {
+    pub hub: &'a Hub,
+    pub streams: &'a Streams,
+    pub metrics: &'a Metrics,
+}
+
+impl Deliver<'_> {
+    fn message(&self, channel: &str, offset: u64, frame: &ByteString) -> usize {
+        self.hub
+            .dispatch(&Topic::Channel(channel.to_owned()), frame, Some(offset))
+    }
+
+    fn resync(&self, channel: &str, reason: &str) {
+        metrics::inc(&self.metrics.resyncs);
+        tracing::warn!(
+            channel,
+            reason,
+            "delivery gap not repairable; clients told to resync"
+        );
+        let frame = ServerFrame::Resync { channel, reason }.encode();
+        self.hub
+            .dispatch(&Topic::Channel(channel.to_owned()), &frame.into(), None);
+    }
+}
+
+impl Tracker {
+    /// Deliver a channel message in offset order, repairing a gap before
+    /// it. Returns how many local connections got it.
+    pub(super) async fn deliver(
+        &mut self,
+        to: &Deliver<'_>,
+        channel: &str,
+        epoch: &str,
+        offset: u64,
+        frame: &ByteString,
+    ) -> usize {
+        let mut seen = match self.channels.get(channel) {
+            // The first message since the subscription: nothing to compare with.
+            None => Seen {
+                epoch: epoch.to_owned(),
+                last: offset.saturating_sub(1),
+                announced: offset.saturating_sub(1),
+            },
+            Some(seen) if seen.epoch == epoch => seen.clone(),
+            Some(_) => {
+                // A new epoch (Redis lost the channel): what came before it
+                // in the new epoch is read from history if kept.
+                to.resync(channel, "epoch_changed");
+                Seen {
+                    epoch: epoch.to_owned(),
+                    last: 0,
+                    announced: offset.saturating_sub(1),
+                }
+            }
+        };
+        if offset <= seen.last {
+            return 0;
+        }
+        if offset > seen.last + 1 {
+            fill(to, channel, &mut seen, Some(offset - 1)).await;
+        }
+        seen.last = offset;
+        self.channels.insert(channel.to_owned(), seen);
+        to.message(channel, offset, frame)
+    }
+
+    /// After a reconnect: deliver what the tracked channels among
+    /// `resubscribed` (pub/sub names, by `pubsub_name`) missed meanwhile.
+    pub(super) async fn catch_up(
+        &mut self,
+        to: &Deliver<'_>,
+        resubscribed: &[String],
+        pubsub_name: impl Fn(&str) -> String,
+    ) {
+        let channels: Vec<String> = self
+            .channels
+            .keys()
+            .filter(|channel| resubscribed.contains(&pubsub_name(channel)))
+            .cloned()
+            .collect();
+        for channel in channels {
+            if let Some(mut seen) = self.channels.get(&channel).cloned() {
+                fill(to, &channel, &mut seen, None).await;
+                self.channels.insert(channel, seen);
+            }
+        }
+    }
+
+    /// Stop tracking channels no longer subscribed (by pub/sub name).
+    pub(super) fn forget(&mut self, unsubscribed: &[String], pubsub_name: impl Fn(&str) -> String) {
+        self.channels
+            .retain(|channel, _| !unsubscribed.contains(&pubsub_name(channel)));
+    }
+}
+
+/// Deliver the messages after `seen.last` up to `upto` (None: the newest)
+/// from history, in order, and move `seen` past them; announce with a
+/// `resync` the ones history does not have (unless already announced).
+async fn fill(to: &Deliver<'_>, channel: &str, seen: &mut Seen, upto: Option<u64>) {
+    if upto.is_some_and(|upto| upto <= seen.announced) {
+        return;
+    }
+    let query = HistoryQuery {
+        since: Some(seen.last),
+        limit: upto.map_or(MAX_HISTORY_SIZE, |upto| (upto - seen.last) as usize),
+        reverse: false,
+    };
+    let read = match to.streams.read(channel, query).await {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(channel, error = %e, "history read for gap repair failed");
+            to.resync(channel, "history_unavailable");
+            seen.announced = seen.announced.max(upto.unwrap_or(seen.last));
+            return;
+        }
+    };
+    if read.top.epoch != seen.epoch {
+        // Reset while we were away: start over in the new epoch, from what
+        // its history kept.
+        to.resync(channel, "epoch_changed");
+        *seen = Seen {
+            epoch: read.top.epoch.clone(),
+            last: 0,
+            announced: read.top.offset,
+        };
+        let restart = HistoryQuery {
+            since: Some(0),
+            limit: MAX_HISTORY_SIZE,
+            reverse: false,
+        };
+        if let Ok(read) = to.streams.read(channel, restart).await {
+            deliver_read(to, channel, seen, &read.messages, read.top.offset);
+        }
+        return;
+    }
+    let upto = upto.unwrap_or(read.top.offset);
+    let missed: Vec<_> = read
+        .messages
+        .iter()
+        .filter(|(offset, _)| *offset > seen.last && *offset <= upto)
+        .cloned()
+        .collect();
+    // Offsets are unique and increasing: all there iff the count matches.
+    if (missed.len() as u64) < upto.saturating_sub(seen.last) && upto > seen.announced {
+        to.resync(channel, "history_gap");
+        seen.announced = upto;
+    }
+    deliver_read(to, channel, seen, &missed, upto);
+}
+
+/// Deliver messages read from history past `seen.last`, up to `upto`.
+fn deliver_read(
+    to: &Deliver<'_>,
+    channel: &str,
+    seen: &mut Seen,
+    messages: &[(u64, ByteString)],
+    upto: u64,
+) {
+    for (offset, frame) in messages {
+        if *offset > seen.last && *offset <= upto {
+            to.message(channel, *offset, frame);
+            metrics::inc(&to.metrics.gap_repairs);
+            seen.last = *offset;
+        }
+    }
+}
