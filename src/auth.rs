@@ -234,3 +234,22 @@ impl Verifier {
         })
     }
 }
+
+/// `refresh {token}`: the new token's identity, if it verifies and is for
+/// the same `user`; otherwise the message to answer with (`bad_token`).
+pub fn refreshed(verifier: Option<&Verifier>, token: &str, user: &str) -> Result<Identity, String> {
+    let Some(verifier) = verifier else {
+        return Err("token authentication is not configured on this node".to_owned());
+    };
+    match verifier.verify(token) {
+        Err(e) => {
+            tracing::info!(error = %e, "refresh refused");
+            Err(format!("{}: {}", e.code(), e.public_message()))
+        }
+        Ok(identity) if *identity.user != *user => Err(format!(
+            "the token is for {:?}, not {user:?}",
+            identity.user
+        )),
+        Ok(identity) => Ok(identity),
+    }
+}

@@ -1,0 +1,74 @@
+//! The registry's bookkeeping and fan-out, without sockets.
+
+use super::*;
+
+fn client(conn: &str) -> Arc<ClientInfo> {
+    Arc::new(ClientInfo {
+        conn: conn.into(),
+        user: "u".into(),
+        node: "n".into(),
+        info: crate::presence::ConnInfo { connected_at: 0 },
+    })
+}
+
+fn member(cap: usize) -> (Member, Arc<Outbox>) {
+    let outbox = Arc::new(Outbox::new(cap));
+    (
+        Member {
+            outbox: outbox.clone(),
+            closer: Arc::new(Closer::default()),
+        },
+        outbox,
+    )
+}
+
+#[tokio::test]
+async fn full_outbox_closes_only_that_connection() {
+    let hub = Hub::new(Arc::default());
+    let topic = Topic::Channel("c".into());
+    let (fast, fast_rx) = member(8);
+    let (slow, _slow_rx) = member(1);
+    let (a, b): (ConnId, ConnId) = ("a".into(), "b".into());
+    hub.register(a.clone(), client("a"), fast.clone());
+    hub.register(b.clone(), client("b"), slow.clone());
+    assert_eq!(hub.add(&a, &topic), Ok(true));
+    assert_eq!(hub.add(&b, &topic), Ok(false));
+    assert_eq!(hub.add(&b, &topic), Err(HubError::AlreadySubscribed));
+
+    for i in 0..3 {
+        hub.dispatch(&topic, &ByteString::from(format!("m{i}")), None);
+    }
+    assert_eq!(slow.closer.closed().await, Disconnect::SlowConsumer);
+    assert!(fast.closer.reason.get().is_none());
+    for i in 0..3 {
+        assert_eq!(fast_rx.recv().await.unwrap(), format!("m{i}"));
+    }
+    assert_eq!(
+        hub.metrics
+            .slow_consumer_closes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn last_member_out_releases_the_topic() {
+    let hub = Hub::new(Arc::default());
+    let topic = Topic::Channel("c".into());
+    let (m, _rx) = member(1);
+    let a: ConnId = "a".into();
+    hub.register(a.clone(), client("a"), m);
+    hub.add(&a, &topic).unwrap();
+    assert!(!hub.release_if_empty(&topic, || panic!("has a member")));
+    assert_eq!(hub.remove(&a, &topic), Ok(true));
+    assert_eq!(hub.remove(&a, &topic), Err(HubError::NotSubscribed));
+    let mut released = false;
+    assert!(hub.release_if_empty(&topic, || released = true));
+    assert!(released);
+    hub.add(&a, &topic).unwrap();
+    let gone = hub.unregister(&a);
+    assert_eq!(gone.emptied, vec![topic]);
+    assert_eq!(gone.channels, vec!["c".to_owned()]);
+    assert_eq!(gone.client.unwrap().conn, "a");
+    assert_eq!(hub.connection_count(), 0);
+}
