@@ -72,3 +72,27 @@ fn last_member_out_releases_the_topic() {
     assert_eq!(gone.client.unwrap().conn, "a");
     assert_eq!(hub.connection_count(), 0);
 }
+
+#[tokio::test]
+async fn a_held_subscription_gets_only_what_recovery_did_not_cover() {
+    let hub = Hub::new(Arc::default());
+    let topic = Topic::Channel("c".into());
+    let (held, held_rx) = member(8);
+    let (live, live_rx) = member(8);
+    let (a, b): (ConnId, ConnId) = ("a".into(), "b".into());
+    hub.register(a.clone(), client("a"), held);
+    hub.register(b.clone(), client("b"), live);
+    hub.add_held(&a, &topic).unwrap();
+    hub.add(&b, &topic).unwrap();
+    for (offset, frame) in [(Some(5), "m5"), (None, "join"), (Some(6), "m6"), (Some(7), "m7")] {
+        hub.dispatch(&topic, &ByteString::from(frame), offset);
+    }
+    // Held back from `a`, live for `b`.
+    assert_eq!(held_rx.try_recv(), None);
+    assert_eq!(live_rx.try_recv().as_deref(), Some("m5"));
+    // Recovery delivered up to 6: the rest follows, in order, then live.
+    hub.release(&a, &topic, Some(6));
+    hub.dispatch(&topic, &ByteString::from("m8"), Some(8));
+    let got: Vec<_> = std::iter::from_fn(|| held_rx.try_recv()).collect();
+    assert_eq!(got, ["join", "m7", "m8"]);
+}

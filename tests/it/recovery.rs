@@ -1,0 +1,155 @@
+//! Recovery on subscribe: `subscribe {since}` delivers what the client
+//! missed, then live messages, with no gap and no duplicate — even while a
+//! publisher keeps publishing during the subscribe — or answers
+//! `recovered: false` when it cannot (position older than the history,
+//! another epoch), so the client knows to resync.
+
+use serde_json::{json, Value};
+use switchboard::config::{NamespaceOptions, Settings};
+
+use crate::support::{Client, RedisServer, TestNode};
+
+/// Channels without a namespace keep their last 50 messages.
+fn with_history(s: &mut Settings) {
+    s.default_namespace = NamespaceOptions {
+        history_size: 50,
+        ..NamespaceOptions::default()
+    };
+}
+
+fn since(offset: u64, epoch: &Value) -> Value {
+    json!({"offset": offset, "epoch": epoch})
+}
+
+/// Read `message` frames of `channel` until offset `upto`, checking each
+/// follows the one before.
+async fn read_through(c: &mut Client, channel: &str, mut last: u64, upto: u64) {
+    while last < upto {
+        let m = c.expect("message").await;
+        assert_eq!(m["channel"], channel, "{m}");
+        assert_eq!(
+            m["offset"].as_u64(),
+            Some(last + 1),
+            "gap or duplicate: {m}"
+        );
+        last += 1;
+    }
+}
+
+async fn missed_messages_come_back_in_order(a: &TestNode, b: &TestNode) {
+    let mut publisher = b.connect("pub").await;
+    let mut sub = a.connect("sub").await;
+    let reply = sub
+        .ok(json!({"type": "subscribe", "channel": "news"}))
+        .await;
+    let epoch = reply["epoch"].clone();
+    assert_eq!(reply["offset"], 0, "{reply}");
+    for n in 1..=3 {
+        publisher.publish("news", json!(n)).await;
+    }
+    read_through(&mut sub, "news", 0, 3).await;
+    sub.close().await;
+
+    // Missed while away: 4..=10.
+    for n in 4..=10 {
+        publisher.publish("news", json!(n)).await;
+    }
+    let mut back = a.connect("sub").await;
+    // A publisher keeps going while the subscription recovers: each live
+    // message must come once, after the recovered ones.
+    let flood = tokio::spawn(async move {
+        for n in 11..=40 {
+            publisher.publish("news", json!(n)).await;
+        }
+        publisher
+    });
+    let reply = back
+        .ok(json!({"type": "subscribe", "channel": "news", "since": since(3, &epoch)}))
+        .await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(reply["epoch"], epoch);
+    let mut publisher = flood.await.unwrap();
+    read_through(&mut back, "news", 3, 40).await;
+    let marker = json!("marker");
+    publisher.publish("news", marker.clone()).await;
+    back.expect_marker("message", &marker).await;
+
+    // Nothing missed: recovered, and nothing replayed.
+    let at = publisher.publish("news", json!("at")).await;
+    let mut third = a.connect("third").await;
+    let top = at["offset"].as_u64().unwrap();
+    let reply = third
+        .ok(json!({"type": "subscribe", "channel": "news", "since": since(top, &epoch)}))
+        .await;
+    assert_eq!(
+        (reply["recovered"].as_bool(), reply["offset"].as_u64()),
+        (Some(true), Some(top))
+    );
+    publisher.publish("news", marker.clone()).await;
+    third.expect_marker("message", &marker).await;
+}
+
+async fn unrecoverable_positions_are_said_so(node: &TestNode) {
+    let mut publisher = node.connect("pub").await;
+    let first = publisher.publish("old", json!(0)).await;
+    let epoch = first["epoch"].clone();
+    for n in 1..=60 {
+        publisher.publish("old", json!(n)).await;
+    }
+    let marker = json!("marker");
+    for (position, why) in [
+        (since(1, &epoch), "older than the 50 kept"),
+        (since(61, &json!("another")), "another epoch"),
+        (since(1000, &epoch), "a position from the future"),
+    ] {
+        let mut c = node.connect("late").await;
+        let reply = c
+            .ok(json!({"type": "subscribe", "channel": "old", "since": position}))
+            .await;
+        assert_eq!(reply["recovered"], false, "{why}: {reply}");
+        // Live messages still follow, and nothing was replayed before them.
+        publisher.publish("old", marker.clone()).await;
+        c.expect_marker("message", &marker).await;
+    }
+    // A namespace without history recovers only when nothing was missed.
+    let mut plain = node.connect("plain").await;
+    let reply = plain
+        .ok(json!({"type": "subscribe", "channel": "log:x", "since": since(5, &epoch)}))
+        .await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+}
+
+fn with_history_and_plain(s: &mut Settings) {
+    with_history(s);
+    s.namespaces = vec![switchboard::config::Namespace {
+        name: "log".into(),
+        options: NamespaceOptions::default(),
+    }];
+}
+
+#[tokio::test]
+async fn recovery_in_memory() {
+    let node = TestNode::memory(with_history).await;
+    missed_messages_come_back_in_order(&node, &node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_across_redis_nodes() {
+    let redis = RedisServer::start().await;
+    let a = TestNode::redis(&redis, "node-a", with_history).await;
+    let b = TestNode::redis(&redis, "node-b", with_history).await;
+    missed_messages_come_back_in_order(&a, &b).await;
+}
+
+#[tokio::test]
+async fn unrecoverable_in_memory() {
+    let node = TestNode::memory(with_history_and_plain).await;
+    unrecoverable_positions_are_said_so(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrecoverable_in_redis() {
+    let redis = RedisServer::start().await;
+    let node = TestNode::redis(&redis, "node-a", with_history_and_plain).await;
+    unrecoverable_positions_are_said_so(&node).await;
+}
