@@ -44,8 +44,6 @@ pub enum ErrorCode {
     Forbidden,
     /// The broker (Redis) did not answer in time; nothing was published.
     BrokerUnavailable,
-    /// A command this build does not offer yet (named in the message).
-    NotSupported,
     /// `history {since}`: the position is from another epoch of the channel
     /// (its history was reset); read without `since`.
     UnrecoverablePosition,
