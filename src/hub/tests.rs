@@ -84,7 +84,12 @@ async fn a_held_subscription_gets_only_what_recovery_did_not_cover() {
     hub.register(b.clone(), client("b"), live);
     hub.add_held(&a, &topic).unwrap();
     hub.add(&b, &topic).unwrap();
-    for (offset, frame) in [(Some(5), "m5"), (None, "join"), (Some(6), "m6"), (Some(7), "m7")] {
+    for (offset, frame) in [
+        (Some(5), "m5"),
+        (None, "join"),
+        (Some(6), "m6"),
+        (Some(7), "m7"),
+    ] {
         hub.dispatch(&topic, &ByteString::from(frame), offset);
     }
     // Held back from `a`, live for `b`.

@@ -71,11 +71,19 @@ impl Tracker {
     pub(super) async fn deliver(
         &mut self,
         to: &Deliver<'_>,
+        topic: &Topic,
         channel: &str,
         epoch: &str,
         offset: u64,
         frame: &ByteString,
     ) -> usize {
+        // The hot path: the next offset of the epoch we are on.
+        if let Some(seen) = self.channels.get_mut(channel) {
+            if seen.epoch == epoch && offset == seen.last + 1 {
+                seen.last = offset;
+                return to.hub.dispatch(topic, frame, Some(offset));
+            }
+        }
         let mut seen = match self.channels.get(channel) {
             // The first message since the subscription: nothing to compare with.
             None => Seen {
@@ -103,7 +111,7 @@ impl Tracker {
         }
         seen.last = offset;
         self.channels.insert(channel.to_owned(), seen);
-        to.message(channel, offset, frame)
+        to.hub.dispatch(topic, frame, Some(offset))
     }
 
     /// After a reconnect: deliver what the tracked channels among

@@ -280,7 +280,7 @@ async fn read_loop(
                 );
                 let recipients = match (&topic, header.off, header.ep.as_deref()) {
                     (Topic::Channel(channel), Some(offset), Some(epoch)) => {
-                        let delivery = tracker.deliver(&to, channel, epoch, offset, &frame);
+                        let delivery = tracker.deliver(&to, &topic, channel, epoch, offset, &frame);
                         delivery.instrument(span.clone()).await
                     }
                     _ => span.in_scope(|| cx.hub.dispatch(&topic, &frame, None)),
