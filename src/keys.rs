@@ -62,6 +62,13 @@ impl Keys {
         ExpiringSet::new(format!("{}:{{nodes}}", self.prefix))
     }
 
+    /// The channel whose pub/sub name this is, if it is a channel's.
+    pub fn channel_of_pubsub<'a>(&self, name: &'a str) -> Option<&'a str> {
+        name.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{c.")?
+            .strip_suffix("}:pub")
+    }
+
     /// Pub/sub name of a topic.
     pub fn topic_pubsub(&self, topic: &Topic) -> String {
         match topic {
@@ -99,6 +106,8 @@ mod tests {
         assert_eq!(k.channel_meta("chat:1"), "sb:{c.chat:1}:meta");
         assert_eq!(k.user_pubsub("ann"), "sb:{u.ann}:direct");
         assert_eq!(k.channel_history("chat:1"), "sb:{c.chat:1}:history");
+        assert_eq!(k.channel_of_pubsub("sb:{c.chat:1}:pub"), Some("chat:1"));
+        assert_eq!(k.channel_of_pubsub("sb:{u.ann}:direct"), None);
         assert_eq!(k.channel_idempotency("chat:1", "k"), "sb:{c.chat:1}:idem:k");
         assert_eq!(
             k.topic_pubsub(&Topic::User("ann".into())),

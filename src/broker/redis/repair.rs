@@ -37,6 +37,11 @@ struct Seen {
     /// (Never "up to the top": a message published after the subscription
     /// may still be queued, and must not be taken for a duplicate.)
     announced: u64,
+    /// Tracked from the position before the SUBSCRIBE, no message yet: the
+    /// first live one sets the pace (those published between that read and
+    /// the SUBSCRIBE were never this node's to deliver). An empty epoch:
+    /// the channel had none yet.
+    fresh: bool,
 }
 
 /// What the tracker delivers with.
@@ -65,6 +70,18 @@ impl Deliver<'_> {
     }
 }
 
+impl Seen {
+    /// Tracking that starts at a live message.
+    fn first(epoch: &str, offset: u64) -> Seen {
+        Seen {
+            epoch: epoch.to_owned(),
+            last: offset.saturating_sub(1),
+            announced: offset.saturating_sub(1),
+            fresh: false,
+        }
+    }
+}
+
 impl Tracker {
     /// Deliver a channel message in offset order, repairing a gap before
     /// it. Returns how many local connections got it.
@@ -79,18 +96,17 @@ impl Tracker {
     ) -> usize {
         // The hot path: the next offset of the epoch we are on.
         if let Some(seen) = self.channels.get_mut(channel) {
-            if seen.epoch == epoch && offset == seen.last + 1 {
+            if !seen.fresh && seen.epoch == epoch && offset == seen.last + 1 {
                 seen.last = offset;
                 return to.hub.dispatch(topic, frame, Some(offset));
             }
         }
         let mut seen = match self.channels.get(channel) {
-            // The first message since the subscription: nothing to compare with.
-            None => Seen {
-                epoch: epoch.to_owned(),
-                last: offset.saturating_sub(1),
-                announced: offset.saturating_sub(1),
-            },
+            // The first message since the subscription: it sets the pace.
+            None => Seen::first(epoch, offset),
+            Some(seen) if seen.fresh && (seen.epoch == epoch || seen.epoch.is_empty()) => {
+                Seen::first(epoch, offset)
+            }
             Some(seen) if seen.epoch == epoch => seen.clone(),
             Some(_) => {
                 // A new epoch (Redis lost the channel): what came before it
@@ -100,6 +116,7 @@ impl Tracker {
                     epoch: epoch.to_owned(),
                     last: 0,
                     announced: offset.saturating_sub(1),
+                    fresh: false,
                 }
             }
         };
@@ -114,32 +131,41 @@ impl Tracker {
         to.hub.dispatch(topic, frame, Some(offset))
     }
 
-    /// After a reconnect: deliver what the tracked channels among
-    /// `resubscribed` (pub/sub names, by `pubsub_name`) missed meanwhile.
-    pub(super) async fn catch_up(
+    /// Channels (re)subscribed, with their positions from just before the
+    /// SUBSCRIBE. One this node delivered before is caught up from where it
+    /// stood (a reconnect); a new one is tracked from that position, so a
+    /// drop before its first message is repaired too.
+    pub(super) async fn subscribed(
         &mut self,
         to: &Deliver<'_>,
-        resubscribed: &[String],
-        pubsub_name: impl Fn(&str) -> String,
+        channels: Vec<(String, Option<(String, u64)>)>,
     ) {
-        let channels: Vec<String> = self
-            .channels
-            .keys()
-            .filter(|channel| resubscribed.contains(&pubsub_name(channel)))
-            .cloned()
-            .collect();
-        for channel in channels {
-            if let Some(mut seen) = self.channels.get(&channel).cloned() {
-                fill(to, &channel, &mut seen, None).await;
-                self.channels.insert(channel, seen);
+        for (channel, position) in channels {
+            match self.channels.get(&channel).cloned() {
+                Some(mut seen) => {
+                    fill(to, &channel, &mut seen, None).await;
+                    self.channels.insert(channel, seen);
+                }
+                None => {
+                    if let Some((epoch, offset)) = position {
+                        let seen = Seen {
+                            epoch,
+                            last: offset,
+                            announced: offset,
+                            fresh: true,
+                        };
+                        self.channels.insert(channel, seen);
+                    }
+                }
             }
         }
     }
 
-    /// Stop tracking channels no longer subscribed (by pub/sub name).
-    pub(super) fn forget(&mut self, unsubscribed: &[String], pubsub_name: impl Fn(&str) -> String) {
-        self.channels
-            .retain(|channel, _| !unsubscribed.contains(&pubsub_name(channel)));
+    /// Stop tracking channels no longer subscribed.
+    pub(super) fn forget(&mut self, channels: &[String]) {
+        for channel in channels {
+            self.channels.remove(channel);
+        }
     }
 }
 
@@ -164,6 +190,11 @@ async fn fill(to: &Deliver<'_>, channel: &str, seen: &mut Seen, upto: Option<u64
             return;
         }
     };
+    if seen.fresh && seen.epoch.is_empty() {
+        // Tracked before the channel's first publish: its epoch is this one.
+        seen.epoch = read.top.epoch.clone();
+    }
+    seen.fresh = false;
     if read.top.epoch != seen.epoch {
         // Reset while we were away: start over in the new epoch, from what
         // its history kept.
@@ -172,6 +203,7 @@ async fn fill(to: &Deliver<'_>, channel: &str, seen: &mut Seen, upto: Option<u64
             epoch: read.top.epoch.clone(),
             last: 0,
             announced: read.top.offset,
+            fresh: false,
         };
         let restart = HistoryQuery {
             since: Some(0),

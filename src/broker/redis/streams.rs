@@ -140,3 +140,33 @@ impl Streams {
         })
     }
 }
+
+impl Streams {
+    /// The current positions of `channels` — (epoch, offset), the epoch
+    /// empty for a channel never published to — in one pipelined round trip.
+    pub(super) async fn positions(
+        &self,
+        channels: &[&str],
+    ) -> Result<Vec<(String, u64)>, BrokerError> {
+        let read = async {
+            let mut conn = self.pool.get().await.map_err(BrokerError::unavailable)?;
+            let mut pipe = redis::pipe();
+            for channel in channels {
+                pipe.cmd("HMGET")
+                    .arg(self.keys.channel_meta(channel))
+                    .arg("e")
+                    .arg("o");
+            }
+            pipe.query_async::<Vec<(Option<String>, Option<u64>)>>(&mut conn)
+                .await
+                .map_err(BrokerError::unavailable)
+        };
+        let found = tokio::time::timeout(self.timeout, read)
+            .await
+            .unwrap_or(Err(BrokerError::Timeout(self.timeout)))?;
+        Ok(found
+            .into_iter()
+            .map(|(epoch, offset)| (epoch.unwrap_or_default(), offset.unwrap_or(0)))
+            .collect())
+    }
+}

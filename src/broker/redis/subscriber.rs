@@ -198,7 +198,7 @@ async fn subscriber_loop(
         let (changes, changed) = mpsc::unbounded_channel();
         let reason = tokio::select! {
             () = read_loop(stream, changed, &cx, &mut tracker) => "connection closed".to_owned(),
-            e = reconcile_loop(sink, &subs, &healthy, timeout, &changes) => e,
+            e = reconcile_loop(sink, &subs, &healthy, timeout, &changes, &cx) => e,
         };
         healthy.store(false, Ordering::Relaxed);
         metrics::inc(&metrics.broker_errors);
@@ -234,7 +234,10 @@ struct Context {
 
 /// Subscriptions the reconciler confirmed, for the read loop's tracker.
 enum Change {
-    Subscribed(Vec<String>),
+    /// Channels now subscribed, each with its position read just before
+    /// the SUBSCRIBE (None if that read failed).
+    Subscribed(Vec<(String, Option<(String, u64)>)>),
+    /// Channels no longer subscribed.
     Unsubscribed(Vec<String>),
 }
 
@@ -252,14 +255,13 @@ async fn read_loop(
         streams: &cx.streams,
         metrics: &cx.metrics,
     };
-    let pubsub_name = |channel: &str| cx.keys.channel_pubsub(channel);
     loop {
         let msg = tokio::select! {
             biased;
             Some(change) = changes.recv() => {
                 match change {
-                    Change::Subscribed(names) => tracker.catch_up(&to, &names, pubsub_name).await,
-                    Change::Unsubscribed(names) => tracker.forget(&names, pubsub_name),
+                    Change::Subscribed(channels) => tracker.subscribed(&to, channels).await,
+                    Change::Unsubscribed(channels) => tracker.forget(&channels),
                 }
                 continue;
             }
@@ -306,6 +308,7 @@ async fn reconcile_loop(
     healthy: &AtomicBool,
     timeout: Duration,
     changes: &mpsc::UnboundedSender<Change>,
+    cx: &Context,
 ) -> String {
     loop {
         // Register interest before reading the state so no change is missed.
@@ -331,6 +334,17 @@ async fn reconcile_loop(
             (to_sub, to_unsub)
         };
         for batch in to_sub.chunks(SUBSCRIBE_BATCH) {
+            // Where each channel stands before it is subscribed: the point
+            // a catch-up after a later drop starts from, even if no message
+            // came in between.
+            let channels: Vec<&str> = batch
+                .iter()
+                .filter_map(|name| cx.keys.channel_of_pubsub(name))
+                .collect();
+            let positions = match channels.is_empty() {
+                true => Vec::new(),
+                false => cx.streams.positions(&channels).await.unwrap_or_default(),
+            };
             if let Err(why) = bounded("SUBSCRIBE", timeout, sink.subscribe(batch)).await {
                 return why;
             }
@@ -346,7 +360,12 @@ async fn reconcile_loop(
             }
             drop(topics);
             // The read loop catches these up if it delivered them before.
-            let _ = changes.send(Change::Subscribed(batch.to_vec()));
+            let mut positions = positions.into_iter();
+            let subscribed = channels
+                .iter()
+                .map(|channel| (channel.to_string(), positions.next()))
+                .collect();
+            let _ = changes.send(Change::Subscribed(subscribed));
         }
         for batch in to_unsub.chunks(SUBSCRIBE_BATCH) {
             if let Err(why) = bounded("UNSUBSCRIBE", timeout, sink.unsubscribe(batch)).await {
@@ -366,7 +385,12 @@ async fn reconcile_loop(
                 }
             }
             drop(topics);
-            let _ = changes.send(Change::Unsubscribed(batch.to_vec()));
+            let gone = batch
+                .iter()
+                .filter_map(|name| cx.keys.channel_of_pubsub(name))
+                .map(str::to_owned)
+                .collect();
+            let _ = changes.send(Change::Unsubscribed(gone));
         }
         healthy.store(true, Ordering::Relaxed);
 
