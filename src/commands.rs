@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 
+use crate::broker::Position;
 use crate::gateway::{Caller, Gateway};
 use crate::ids::ChannelName;
 use crate::metrics;
@@ -24,7 +25,7 @@ pub struct Answer {
 pub struct Recovery {
     pub channel: ChannelName,
     pub missed: Vec<(u64, ByteString)>,
-    pub after: Option<u64>,
+    pub after: Option<Position>,
 }
 
 impl From<String> for Answer {

@@ -311,7 +311,7 @@ impl Connection {
             self.write(frame).await?;
         }
         self.gw
-            .release(&self.conn, &recovery.channel, recovery.after);
+            .release(&self.conn, &recovery.channel, recovery.after.as_ref());
         Ok(())
     }
 

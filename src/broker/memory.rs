@@ -149,7 +149,8 @@ impl Broker for MemoryBroker {
         metrics::inc(&self.metrics.broker_messages_in);
         let topic = Topic::Channel(p.channel.to_owned());
         let span = telemetry::deliver_span(p.channel, &self.node_id, frame.len(), p.traceparent);
-        let recipients = span.in_scope(|| self.hub.dispatch(&topic, &frame, Some(offset)));
+        let recipients =
+            span.in_scope(|| self.hub.dispatch(&topic, &frame, Some((&s.epoch, offset))));
         span.record("recipients", recipients);
         if let Some(limits) = p.history {
             if s.history.len() >= limits.size {

@@ -54,9 +54,9 @@ pub struct Subscribed {
     /// The missed messages, oldest first, for the caller to send before
     /// releasing the hold.
     pub missed: Vec<(u64, ByteString)>,
-    /// The offset `missed` ends at: held live frames up to it are dropped
-    /// as duplicates on release.
-    pub after: Option<u64>,
+    /// The position `missed` ends at: live frames up to it (held, or
+    /// arriving late) are dropped as duplicates.
+    pub after: Option<Position>,
 }
 
 /// Who asks, for the permission checks: a connection, its user and what
@@ -176,14 +176,15 @@ impl Gateway {
         }
         Ok(Subscribed {
             recovered: Some(recovered),
-            after: recovered.then_some(top.offset),
+            after: recovered.then(|| top.clone()),
             missed: if recovered { read.messages } else { Vec::new() },
             top: Some(top),
         })
     }
 
     /// End a recovering subscription's hold (see `subscribe`).
-    pub(crate) fn release(&self, conn: &ConnId, channel: &ChannelName, after: Option<u64>) {
+    pub(crate) fn release(&self, conn: &ConnId, channel: &ChannelName, after: Option<&Position>) {
+        let after = after.map(|p| (p.epoch.as_str(), p.offset));
         self.hub
             .release(conn, &Topic::Channel(channel.to_string()), after);
     }

@@ -92,34 +92,67 @@ pub struct Unregistered {
     pub emptied: Vec<Topic>,
 }
 
-/// A frame held back while a subscription recovers, with its offset.
-type Held = (Option<u64>, ByteString);
+/// Where a channel message stands in its stream: (epoch, offset).
+pub type At<'a> = (&'a str, u64);
+
+/// A frame held back while a subscription recovers, with its position.
+type Held = (Option<(String, u64)>, ByteString);
+
+/// A recovering subscription's live frames (see `Slot::catch`).
+#[derive(Debug)]
+enum Catch {
+    /// Until `release`: held back, with their positions.
+    Held(Vec<Held>),
+    /// After `release`: the missed messages the client got from history
+    /// went up to `upto` of `epoch`, but this node may not have delivered
+    /// all of them live yet (its pub/sub connection lags behind the history
+    /// read); such late ones are dropped, until a later message arrives.
+    Skip {
+        epoch: String,
+        upto: u64,
+    },
+    Live,
+}
 
 /// A connection's membership of one topic.
 #[derive(Debug)]
 struct Slot {
     member: Member,
-    /// While a subscription recovers (`add_held` .. `release`), its live
-    /// frames wait here, with their offsets, instead of in the outbox: the
-    /// missed messages read from history go to the client first, then these,
-    /// minus the ones history already covered. Rare, hence the lock of its own.
-    held: Option<Mutex<Vec<Held>>>,
+    /// Only for a subscription that recovers (`add_held` .. `release`): its
+    /// live frames wait here instead of in the outbox, so the missed
+    /// messages read from history go to the client first, then these, minus
+    /// the ones history already covered — and, after the release, minus
+    /// those that arrive late. Rare, hence the lock of its own.
+    catch: Option<Mutex<Catch>>,
 }
 
 impl Slot {
-    fn offer(&self, frame: &ByteString, offset: Option<u64>, metrics: &Metrics) -> bool {
-        let Some(held) = &self.held else {
+    fn offer(&self, frame: &ByteString, at: Option<At<'_>>, metrics: &Metrics) -> bool {
+        let Some(catch) = &self.catch else {
             return self.member.offer(frame.clone(), metrics);
         };
-        let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
-        if held.len() >= self.member.outbox.capacity() {
-            // As with a full outbox: this client cannot keep up.
-            metrics::inc(&metrics.slow_consumer_closes);
-            self.member.closer.close(Disconnect::SlowConsumer);
-            return false;
+        let mut catch = catch.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *catch {
+            Catch::Held(held) => {
+                if held.len() >= self.member.outbox.capacity() {
+                    // As with a full outbox: this client cannot keep up.
+                    metrics::inc(&metrics.slow_consumer_closes);
+                    self.member.closer.close(Disconnect::SlowConsumer);
+                    return false;
+                }
+                held.push((at.map(|(e, o)| (e.to_owned(), o)), frame.clone()));
+                true
+            }
+            Catch::Skip { epoch, upto } => match at {
+                Some((e, o)) if e == epoch.as_str() && o <= *upto => false,
+                Some(_) => {
+                    *catch = Catch::Live;
+                    self.member.offer(frame.clone(), metrics)
+                }
+                None => self.member.offer(frame.clone(), metrics),
+            },
+            Catch::Live => self.member.offer(frame.clone(), metrics),
         }
-        held.push((offset, frame.clone()));
-        true
     }
 }
 
@@ -217,35 +250,46 @@ impl Hub {
         let members = inner.topics.entry(topic.clone()).or_default();
         let slot = Slot {
             member: entry.member.clone(),
-            held: held.then(|| Mutex::new(Vec::new())),
+            catch: held.then(|| Mutex::new(Catch::Held(Vec::new()))),
         };
         members.insert(conn.clone(), slot);
         Ok(members.len() == 1)
     }
 
-    /// End the hold of `add_held`: queue the held frames — those without an
-    /// offset, and those past `after` (the last offset the client already
-    /// has; None: all) — in order, and deliver live from now on. One step
-    /// under the lock, so no frame can slip between the held ones and the
-    /// next live one.
-    pub fn release(&self, conn: &ConnId, topic: &Topic, after: Option<u64>) {
+    /// End the hold of `add_held`: queue the held frames — those without a
+    /// position, and those past `after` (the last message the client
+    /// already has; None: all) — in order, and deliver live from now on,
+    /// but for messages up to `after` that arrive late. One step under the
+    /// lock, so no frame can slip between the held ones and the next live one.
+    pub fn release(&self, conn: &ConnId, topic: &Topic, after: Option<At<'_>>) {
         let mut inner = self.write();
         let Some(slot) = inner.topics.get_mut(topic).and_then(|m| m.get_mut(conn)) else {
             return;
         };
-        let Some(held) = slot.held.take() else {
+        let Some(catch) = slot.catch.take() else {
             return;
         };
-        let held = held.into_inner().unwrap_or_else(|e| e.into_inner());
+        let Catch::Held(held) = catch.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
         let mut delivered = 0;
-        for (offset, frame) in held {
-            let wanted = match (offset, after) {
-                (Some(offset), Some(after)) => offset > after,
+        // Whether a message past `after` came: then none up to it can follow.
+        let mut past = after.is_none();
+        for (at, frame) in held {
+            let wanted = match (&at, after) {
+                (Some((epoch, offset)), Some((e, o))) => epoch != e || *offset > o,
                 _ => true,
             };
+            past |= wanted && at.is_some();
             if wanted && slot.member.offer(frame, &self.metrics) {
                 delivered += 1;
             }
+        }
+        if let (false, Some((epoch, upto))) = (past, after) {
+            slot.catch = Some(Mutex::new(Catch::Skip {
+                epoch: epoch.to_owned(),
+                upto,
+            }));
         }
         metrics::add(&self.metrics.deliveries, delivered);
     }
@@ -280,16 +324,16 @@ impl Hub {
     }
 
     /// Queue a frame to every local member of a topic (held for a member
-    /// that is recovering; `offset` is the message's, if it has one).
+    /// that is recovering; `at` is the message's position, if it has one).
     /// Returns how many got it.
-    pub fn dispatch(&self, topic: &Topic, frame: &ByteString, offset: Option<u64>) -> usize {
+    pub fn dispatch(&self, topic: &Topic, frame: &ByteString, at: Option<At<'_>>) -> usize {
         let inner = self.read();
         let Some(members) = inner.topics.get(topic) else {
             return 0;
         };
         let delivered = members
             .values()
-            .filter(|slot| slot.offer(frame, offset, &self.metrics))
+            .filter(|slot| slot.offer(frame, at, &self.metrics))
             .count();
         metrics::add(&self.metrics.deliveries, delivered as u64);
         delivered

@@ -27,6 +27,7 @@ mod logging;
 mod permissions;
 mod presence;
 mod recovery;
+mod recovery_faults;
 mod redis_outage;
 mod registry;
 mod settings;

@@ -52,9 +52,9 @@ pub(super) struct Deliver<'a> {
 }
 
 impl Deliver<'_> {
-    fn message(&self, channel: &str, offset: u64, frame: &ByteString) -> usize {
+    fn message(&self, channel: &str, at: (&str, u64), frame: &ByteString) -> usize {
         self.hub
-            .dispatch(&Topic::Channel(channel.to_owned()), frame, Some(offset))
+            .dispatch(&Topic::Channel(channel.to_owned()), frame, Some(at))
     }
 
     fn resync(&self, channel: &str, reason: &str) {
@@ -98,7 +98,7 @@ impl Tracker {
         if let Some(seen) = self.channels.get_mut(channel) {
             if !seen.fresh && seen.epoch == epoch && offset == seen.last + 1 {
                 seen.last = offset;
-                return to.hub.dispatch(topic, frame, Some(offset));
+                return to.hub.dispatch(topic, frame, Some((epoch, offset)));
             }
         }
         let mut seen = match self.channels.get(channel) {
@@ -128,7 +128,7 @@ impl Tracker {
         }
         seen.last = offset;
         self.channels.insert(channel.to_owned(), seen);
-        to.hub.dispatch(topic, frame, Some(offset))
+        to.hub.dispatch(topic, frame, Some((epoch, offset)))
     }
 
     /// Channels (re)subscribed, with their positions from just before the
@@ -240,7 +240,7 @@ fn deliver_read(
 ) {
     for (offset, frame) in messages {
         if *offset > seen.last && *offset <= upto {
-            to.message(channel, *offset, frame);
+            to.message(channel, (&seen.epoch, *offset), frame);
             metrics::inc(&to.metrics.gap_repairs);
             seen.last = *offset;
         }

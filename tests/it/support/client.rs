@@ -55,6 +55,23 @@ impl Client {
         client
     }
 
+    /// Connect and read the welcome, or None if the node refuses, is not
+    /// there, or ends the connection first (a node going down or draining).
+    pub async fn try_connect(url: &str) -> Option<Client> {
+        let connecting = tokio_tungstenite::connect_async(url);
+        let (ws, _) = tokio::time::timeout(WAIT, connecting).await.ok()?.ok()?;
+        let mut client = Client {
+            ws,
+            pending: VecDeque::new(),
+            next_id: 1,
+            welcome: Value::Null,
+        };
+        let welcome = client.try_next_frame().await.ok()?;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        client.welcome = welcome;
+        Some(client)
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.ws
             .send(Message::text(text.into()))
@@ -113,6 +130,54 @@ impl Client {
                 return v;
             }
             self.pending.push_back(v);
+        }
+    }
+
+    /// [`Client::request`] on a connection that may end meanwhile: the
+    /// reply, or how the connection ended.
+    pub async fn try_request(&mut self, mut frame: Value) -> Result<Value, Ended> {
+        let id = self.next_id;
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        if self
+            .ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_err()
+        {
+            return Err(Ended::Dropped);
+        }
+        loop {
+            let v = match self.next_or_end().await? {
+                Message::Text(t) => serde_json::from_str::<Value>(t.as_str()).expect("JSON"),
+                _ => continue,
+            };
+            if v["type"] == "reply" && v["id"] == json!(id) {
+                return Ok(v);
+            }
+            self.pending.push_back(v);
+        }
+    }
+
+    /// The next JSON frame (pending ones first) or how the connection
+    /// ended, with no time limit: the caller bounds the wait. Cancel-safe,
+    /// so it can race other events in a `select!`.
+    pub async fn frame_or_end(&mut self) -> Result<Value, Ended> {
+        if let Some(v) = self.pending.pop_front() {
+            return Ok(v);
+        }
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(t.as_str()).expect("server sent JSON"))
+                }
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Err(Ended::Close(u16::from(frame.code)))
+                }
+                Some(Ok(Message::Close(None))) => return Err(Ended::Close(1005)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Ended::Dropped),
+            }
         }
     }
 

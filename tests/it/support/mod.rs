@@ -1,16 +1,18 @@
 //! What the tests stand on: nodes (in-process `Application`s on port 0, or
 //! the real binary), real WebSocket clients, a raw frame client, an HTTP
-//! client, and — from the `switchboard-fixtures` crate shared with the
-//! load harness — `redis-server` processes and polling.
+//! client, the fault tests' publisher, receivers and ledger (`recovery`),
+//! and — from the `switchboard-fixtures` crate shared with the load
+//! harness — `redis-server` processes and polling.
 
 pub mod client;
 pub mod http;
 pub mod node;
 pub mod presence;
 pub mod raw;
+pub mod recovery;
 
 pub use client::{Client, Ended};
-pub use node::{spawn_node, TestNode, BIN};
+pub use node::{spawn_node, spawn_node_on, TestNode, BIN};
 pub use switchboard_fixtures::{
     eventually, eventually_async, free_port, wait_listening, NodeProcess, RedisServer, WAIT,
 };

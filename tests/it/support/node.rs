@@ -17,7 +17,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 /// The real binary on a free port, its environment cleared but for
 /// `RUST_LOG=info` and `env`; killed on drop.
 pub fn spawn_node(args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
-    NodeProcess::spawn(BIN, |cmd| {
+    spawn_node_on(switchboard_fixtures::free_port(), args, env)
+}
+
+/// [`spawn_node`] on a given port (a node restarted where it was).
+pub fn spawn_node_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+    NodeProcess::spawn_on(port, BIN, |cmd| {
         cmd.env_clear()
             .env("RUST_LOG", "info")
             .args(args)
