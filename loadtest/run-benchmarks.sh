@@ -21,6 +21,10 @@
 #                1 % and 100 % sampled, exporting to `switchboard-loadtest otlp-sink`
 #   admission    table "Handshake admission" connect at the knee and at twice it,
 #                with admission control on (default) and off
+#   history      table "History and recovery" fanout (R = 500, and a publish-heavy
+#                R = 5000) without history and with history_size = 1000; then
+#                fanout and churn --recover with reconnects (loss, duplicates,
+#                recovery time)
 # The "Targets" table has no run of its own: it quotes the tables above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +33,7 @@ LT=${LT:-target/release/switchboard-loadtest}
 OUT=${OUT:-bench-out}
 # Port of the counting OTLP sink in the tracing section.
 OTLP_PORT=${OTLP_PORT:-4318}
-SECTIONS=(connections fanout direct churn tracing admission)
+SECTIONS=(connections fanout direct churn tracing admission history)
 # Runs are untraced unless the tracing section sets these (the nodes inherit them).
 unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG OTEL_SDK_DISABLED
 
@@ -108,6 +112,32 @@ section_admission() {
   quiet_sockets; run admission-2x-1024 "${burst[@]}" --node-arg=--max-pending-handshakes --node-arg=1024
   quiet_sockets; run admission-2x-retry "${burst[@]}" --retry-refused 5
   quiet_sockets; run admission-2x-off "${burst[@]}" --node-arg=--max-pending-handshakes --node-arg=1000000
+}
+
+# The cost of history. The nodes get a settings file (--config) that gives
+# the default namespace -- the harness's channels lt0, lt1, ... and churn0,
+# churn1, ... -- history_size = 1000: every publish also appends to the
+# channel's Redis stream. Same load without and with it: the tracing
+# section's fanout (R = 500, 100k deliveries/s) for node CPU per delivery,
+# and a publish-heavy fanout (R = 5000 over 100 channels of 2 subscribers)
+# for the per-publish cost. Then, with history, fanout --recover with 10 %
+# of the subscribers dropped every 2 s (one at a time, each away 0.5 s)
+# and churn --recover (each cycle comes back with its position while 500
+# messages/s are published): loss, duplicates and recovery time.
+section_history() {
+  local fanout=(fanout --connections 2000 --channels 10 --publishers 4 --rate 500 --duration 10)
+  local publish=(fanout --connections 200 --channels 100 --publishers 8 --rate 5000 --duration 10)
+  local settings
+  mkdir -p "$OUT"
+  settings="$(cd "$OUT" && pwd)/history-1000.toml"
+  printf '[default_namespace]\nhistory_size = 1000\nhistory_ttl_ms = 300000\n' >"$settings"
+  local history=(--node-arg=--config "--node-arg=$settings")
+  run history-off "${fanout[@]}"
+  run history-1000 "${fanout[@]}" "${history[@]}"
+  run history-publish-off "${publish[@]}"
+  run history-publish-1000 "${publish[@]}" "${history[@]}"
+  run history-recover "${fanout[@]}" "${history[@]}" --recover --reconnect-every 2 --reconnect-fraction 0.1 --reconnect-delay 0.5
+  run history-churn-recover churn --rate 300 --concurrency 50 --duration 10 "${history[@]}" --recover --publish-rate 500
 }
 
 # Wait (up to 2 minutes) until fewer than 1000 sockets are in TIME_WAIT.

@@ -249,7 +249,8 @@ impl Sampler {
 }
 
 /// The parts of a server frame the scenarios read: its type, the stamp
-/// the harness put in `data`, and `ok` of replies.
+/// the harness put in `data`, `ok` of replies, and the stream positions
+/// `--recover` follows.
 #[derive(serde::Deserialize)]
 pub struct Frame<'a> {
     #[serde(rename = "type")]
@@ -258,6 +259,17 @@ pub struct Frame<'a> {
     pub data: Option<Stamp>,
     #[serde(default)]
     pub ok: Option<bool>,
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default, borrow)]
+    pub channel: Option<&'a str>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(default, borrow)]
+    pub epoch: Option<&'a str>,
+    /// Of a `subscribe {since}` reply.
+    #[serde(default)]
+    pub recovered: Option<bool>,
 }
 
 /// What every test message carries: sender, its sequence number towards

@@ -6,17 +6,25 @@
 //! Open loop: publisher j sends its n-th message at t0 + n·P/R whatever
 //! happened to earlier ones; if it falls behind it sends at once and the
 //! lag shows up in the latency, instead of silently lowering the rate.
+//!
+//! With `--recover` subscribers follow each channel's (offset, epoch) and
+//! resume with `subscribe {since}` when a connection ends — or when the
+//! harness drops it (`--reconnect-every`); loss and duplicates are then
+//! counted against the offsets the publishers got acknowledged (see
+//! [`crate::recover`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, Ws};
+use crate::client::{self, Sources, Ws};
 use crate::env::{micros_since, Counters, Env, Frame, Latencies, Sampler};
+use crate::recover::{self, Acked, Counts, RecoverStats, Seen, Tracker};
 use crate::stats::{distribution, summarize, Delivery, SequenceTracker};
 use crate::summary::Summary;
 
@@ -32,30 +40,93 @@ pub struct FanoutParams {
     pub payload: usize,
     /// Longest wait for in-flight deliveries after publishing stops.
     pub drain_s: f64,
+    /// Subscribers resume with `subscribe {since}` after a connection ends.
+    pub recover: bool,
+    /// With `recover`: drop subscriber connections during the publishing
+    /// phase, `reconnect_fraction` of them per this many seconds, spread
+    /// evenly (0: only connections that end by themselves reconnect).
+    pub reconnect_every_s: f64,
+    pub reconnect_fraction: f64,
+    /// How long a dropped subscriber stays away before reconnecting, s
+    /// (what it misses meanwhile is replayed by the recovery).
+    pub reconnect_delay_s: f64,
 }
 
-struct Shared {
+/// State shared by the publishers and subscribers of a run (the churn
+/// scenario's `--recover` publishers use it too).
+pub(crate) struct Shared {
     t0: Instant,
     latencies: Arc<Latencies>,
     counters: Arc<Counters>,
+    /// Channel k is `{prefix}{k}`.
+    prefix: &'static str,
     /// Accepted publishes per channel.
     accepted: Vec<AtomicU64>,
-    publish_errors: AtomicU64,
+    pub(crate) publish_errors: AtomicU64,
     last_delivery_us: AtomicU64,
-    errors: Mutex<Vec<String>>,
+    pub(crate) errors: Mutex<Vec<String>>,
+    /// The acknowledged offsets (`--recover`).
+    pub(crate) acked: Option<Acked>,
+    recover: Option<Recovering>,
+}
+
+/// What recovering subscribers share.
+struct Recovering {
+    stats: RecoverStats,
+    nodes: Vec<String>,
+    sources: Arc<Sources>,
+    /// Per subscriber: the offset it has got to (u64::MAX: not subscribed).
+    last_seen: Vec<AtomicU64>,
+    /// Per subscriber: drop your connection now.
+    drops: Vec<Notify>,
+    /// Time away after a drop.
+    away: Duration,
 }
 
 impl Shared {
-    fn error(&self, e: String) {
+    pub(crate) fn new(t0: Instant, channels: usize, prefix: &'static str, acked: bool) -> Shared {
+        Shared {
+            t0,
+            latencies: Arc::new(Latencies::default()),
+            counters: Arc::new(Counters::default()),
+            prefix,
+            accepted: (0..channels).map(|_| AtomicU64::new(0)).collect(),
+            publish_errors: AtomicU64::new(0),
+            last_delivery_us: AtomicU64::new(0),
+            errors: Mutex::new(Vec::new()),
+            acked: acked.then(|| Acked::new(channels)),
+            recover: None,
+        }
+    }
+
+    pub(crate) fn error(&self, e: String) {
         let mut errors = self.errors.lock().unwrap();
         if errors.len() < 20 {
             errors.push(e);
         }
     }
-}
 
-fn channel_name(k: usize) -> String {
-    format!("lt{k}")
+    pub(crate) fn channel(&self, k: usize) -> String {
+        format!("{}{k}", self.prefix)
+    }
+
+    /// A recovering subscriber got a new message (live or replayed).
+    fn on_new(&self, i: usize, frame: &Frame, seen: &Seen) {
+        let (Seen::Live(offset) | Seen::Replayed(offset)) = *seen else {
+            return;
+        };
+        let now = micros_since(self.t0);
+        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        self.last_delivery_us.fetch_max(now, Ordering::Relaxed);
+        if let Some(rec) = &self.recover {
+            rec.last_seen[i].store(offset, Ordering::Relaxed);
+        }
+        // Replayed messages were late by design: their latency is the
+        // recovery's, measured separately.
+        if let (Seen::Live(_), Some(stamp)) = (seen, &frame.data) {
+            self.latencies.record(i, now.saturating_sub(stamp.t));
+        }
+    }
 }
 
 async fn subscriber(
@@ -102,7 +173,13 @@ async fn subscriber(
 }
 
 /// Publish on schedule; returns how many frames were sent.
-async fn publisher(ws: Ws, j: usize, p: FanoutParams, shared: Arc<Shared>, start: Instant) -> u64 {
+pub(crate) async fn publisher(
+    ws: Ws,
+    j: usize,
+    p: FanoutParams,
+    shared: Arc<Shared>,
+    start: Instant,
+) -> u64 {
     let (mut sink, mut stream) = ws.split();
     let channels = p.channels;
     let (sent_tx, sent_rx) = watch::channel(u64::MAX);
@@ -134,7 +211,14 @@ async fn publisher(ws: Ws, j: usize, p: FanoutParams, shared: Arc<Shared>, start
                 replies += 1;
                 let id = v["id"].as_u64().unwrap_or(0) as usize;
                 if v["ok"] == true {
-                    shared.accepted[(id + j) % channels].fetch_add(1, Ordering::Relaxed);
+                    let k = (id + j) % channels;
+                    shared.accepted[k].fetch_add(1, Ordering::Relaxed);
+                    if let Some(acked) = &shared.acked {
+                        match (v["offset"].as_u64(), v["epoch"].as_str()) {
+                            (Some(offset), Some(epoch)) => acked.record(k, epoch, offset),
+                            _ => shared.error(format!("publish reply without a position: {v}")),
+                        }
+                    }
                 } else {
                     shared.publish_errors.fetch_add(1, Ordering::Relaxed);
                     shared.error(format!("publish refused: {}", v["error"]));
@@ -158,7 +242,7 @@ async fn publisher(ws: Ws, j: usize, p: FanoutParams, shared: Arc<Shared>, start
         let t = intended.duration_since(shared.t0).as_micros();
         let frame = format!(
             r#"{{"type":"publish","id":{n},"channel":"{}","data":{{"p":{j},"s":{},"t":{t},"pad":"{pad}"}}}}"#,
-            channel_name(k),
+            shared.channel(k),
             seqs[k]
         );
         seqs[k] += 1;
@@ -174,22 +258,170 @@ async fn publisher(ws: Ws, j: usize, p: FanoutParams, shared: Arc<Shared>, start
     n
 }
 
+/// A `--recover` subscriber: reads its channel, and when its connection
+/// ends (or it is told to drop it) connects again — to the next node —
+/// and resumes with `subscribe {since}`, until stopped.
+async fn recovering_subscriber(
+    mut ws: Ws,
+    i: usize,
+    mut tracker: Tracker,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Tracker {
+    let rec = shared.recover.as_ref().expect("recovering run");
+    let user = format!("sub{i}");
+    let mut attempts = 0usize;
+    loop {
+        let dropped = loop {
+            let msg = tokio::select! {
+                msg = ws.next() => msg,
+                _ = rec.drops[i].notified() => break true,
+                _ = stop.changed() => {
+                    shared.counters.connections.fetch_sub(1, Ordering::Relaxed);
+                    return tracker;
+                }
+            };
+            match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+                        continue;
+                    };
+                    let seen = tracker.on_frame(&frame, &rec.stats);
+                    shared.on_new(i, &frame, &seen);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    shared.error(format!("subscriber closed by server: {frame:?}"));
+                    break false;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    shared.error(format!("subscriber: {e}"));
+                    break false;
+                }
+                None => break false,
+            }
+        };
+        drop(ws);
+        shared.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        let counter = if dropped {
+            &rec.stats.dropped
+        } else {
+            &rec.stats.connection_ends
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if dropped && !rec.away.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(rec.away) => {}
+                _ = stop.changed() => return tracker,
+            }
+        }
+        // The recovery time runs from here.
+        let lost_at = Instant::now();
+        ws = loop {
+            attempts += 1;
+            let url =
+                client::with_query(&rec.nodes[(i + attempts) % rec.nodes.len()], "user", &user);
+            let attempt = async {
+                let (mut ws, _) = client::connect(&url, &rec.sources).await?;
+                recover::subscribe(
+                    &mut ws,
+                    1,
+                    &mut tracker,
+                    Some(lost_at),
+                    &rec.stats,
+                    |f, seen| shared.on_new(i, f, seen),
+                )
+                .await?;
+                anyhow::Ok(ws)
+            };
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = stop.changed() => return tracker,
+            };
+            match result {
+                Ok(ws) => break ws,
+                Err(e) => {
+                    rec.stats.reconnect_errors.fetch_add(1, Ordering::Relaxed);
+                    shared.error(format!("reconnect {user}: {e:#}"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.changed() => return tracker,
+                    }
+                }
+            }
+        };
+        if let Some((_, offset)) = tracker.ledger.position() {
+            rec.last_seen[i].store(*offset, Ordering::Relaxed);
+        }
+        shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Drop `fraction` of the subscribers' connections every `every`, one at a
+/// time at even intervals, round-robin, from `start` until `end`.
+fn spawn_dropper(
+    shared: Arc<Shared>,
+    ids: Vec<usize>,
+    every: Duration,
+    fraction: f64,
+    start: Instant,
+    end: Instant,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(rec) = shared.recover.as_ref().filter(|_| !ids.is_empty()) else {
+            return;
+        };
+        let per_round = ((fraction * ids.len() as f64).ceil() as usize).clamp(1, ids.len());
+        let gap = every.div_f64(per_round as f64);
+        let mut n = 0usize;
+        loop {
+            let at = start + gap * (n as u32 + 1);
+            if at >= end {
+                break;
+            }
+            tokio::time::sleep_until(at.into()).await;
+            rec.drops[ids[n % ids.len()]].notify_one();
+            n += 1;
+        }
+    })
+}
+
+enum Subscriber {
+    Plain(JoinHandle<SequenceTracker>),
+    Recovering(usize, JoinHandle<Tracker>),
+}
+
 pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
     anyhow::ensure!(
         p.channels > 0 && p.publishers > 0 && p.rate > 0.0,
         "channels, publishers and rate must be positive"
     );
+    anyhow::ensure!(
+        p.recover || p.reconnect_every_s == 0.0,
+        "reconnects (--reconnect-every) need --recover"
+    );
+    anyhow::ensure!(
+        p.reconnect_every_s >= 0.0
+            && p.reconnect_delay_s >= 0.0
+            && (0.0..=1.0).contains(&p.reconnect_fraction),
+        "--reconnect-every and --reconnect-delay must be at least 0, --reconnect-fraction within 0..=1"
+    );
     let t0 = Instant::now();
     let started_at_ms = crate::env::unix_ms();
-    let shared = Arc::new(Shared {
-        t0,
-        latencies: Arc::new(Latencies::default()),
-        counters: Arc::new(Counters::default()),
-        accepted: (0..p.channels).map(|_| AtomicU64::new(0)).collect(),
-        publish_errors: AtomicU64::new(0),
-        last_delivery_us: AtomicU64::new(0),
-        errors: Mutex::new(Vec::new()),
-    });
+    let mut shared = Shared::new(t0, p.channels, "lt", p.recover);
+    if p.recover {
+        shared.recover = Some(Recovering {
+            stats: RecoverStats::default(),
+            nodes: env.nodes.clone(),
+            sources: env.sources.clone(),
+            last_seen: (0..p.connections)
+                .map(|_| AtomicU64::new(u64::MAX))
+                .collect(),
+            drops: (0..p.connections).map(|_| Notify::new()).collect(),
+            away: Duration::from_secs_f64(p.reconnect_delay_s),
+        });
+    }
+    let shared = Arc::new(shared);
 
     env.log(format!(
         "connecting {} subscribers over {} node(s)",
@@ -200,20 +432,40 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
     let mut per_channel = vec![0u64; p.channels];
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut subscribed = Vec::new();
     let mut subscribe_errors = 0;
     for (i, mut ws) in subs {
         let k = i % p.channels;
-        let frame = serde_json::json!({"type": "subscribe", "id": 1, "channel": channel_name(k)});
-        match client::request(&mut ws, frame).await {
-            Ok(_) => {
+        let result = match &shared.recover {
+            Some(rec) => {
+                // Subscribed before anything is published: owed every message.
+                let mut tracker = Tracker::new(shared.channel(k), true);
+                let sub = recover::subscribe(&mut ws, 1, &mut tracker, None, &rec.stats, |f, s| {
+                    shared.on_new(i, f, s)
+                });
+                sub.await.map(|()| {
+                    let at = tracker.ledger.position().map_or(0, |p| p.1);
+                    rec.last_seen[i].store(at, Ordering::Relaxed);
+                    let task =
+                        recovering_subscriber(ws, i, tracker, shared.clone(), stop_rx.clone());
+                    Subscriber::Recovering(k, tokio::spawn(task))
+                })
+            }
+            None => {
+                let frame =
+                    serde_json::json!({"type": "subscribe", "id": 1, "channel": shared.channel(k)});
+                client::request(&mut ws, frame).await.map(|_| {
+                    let task = subscriber(ws, i, shared.clone(), stop_rx.clone());
+                    Subscriber::Plain(tokio::spawn(task))
+                })
+            }
+        };
+        match result {
+            Ok(task) => {
                 per_channel[k] += 1;
                 shared.counters.connections.fetch_add(1, Ordering::Relaxed);
-                tasks.push(tokio::spawn(subscriber(
-                    ws,
-                    i,
-                    shared.clone(),
-                    stop_rx.clone(),
-                )));
+                subscribed.push(i);
+                tasks.push(task);
             }
             Err(e) => {
                 subscribe_errors += 1;
@@ -242,6 +494,16 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
     );
     let start = Instant::now() + Duration::from_millis(200);
     let start_us = start.duration_since(t0).as_micros() as u64;
+    let dropper = (p.recover && p.reconnect_every_s > 0.0).then(|| {
+        spawn_dropper(
+            shared.clone(),
+            subscribed,
+            Duration::from_secs_f64(p.reconnect_every_s),
+            p.reconnect_fraction,
+            start,
+            start + Duration::from_secs_f64(p.duration_s),
+        )
+    });
     let publishers: Vec<_> = pubs
         .into_iter()
         .enumerate()
@@ -251,8 +513,12 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
     for task in publishers {
         published += task.await.unwrap_or(0);
     }
+    if let Some(dropper) = dropper {
+        dropper.abort();
+    }
 
-    // Drain: wait for in-flight deliveries.
+    // Drain: wait for in-flight deliveries (with --recover: until every
+    // subscriber has got to its channel's last acknowledged offset).
     let expected = |s: &Shared| -> u64 {
         s.accepted
             .iter()
@@ -260,18 +526,39 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
             .map(|(a, n)| a.load(Ordering::Relaxed) * n)
             .sum()
     };
+    let done = |s: &Shared| -> bool {
+        match (&s.recover, &s.acked) {
+            (Some(rec), Some(acked)) => rec.last_seen.iter().enumerate().all(|(i, seen)| {
+                let seen = seen.load(Ordering::Relaxed);
+                seen == u64::MAX || seen >= acked.top(i % p.channels)
+            }),
+            _ => s.counters.delivered.load(Ordering::Relaxed) >= expected(s),
+        }
+    };
     let drain_end = Instant::now() + Duration::from_secs_f64(p.drain_s);
-    while shared.counters.delivered.load(Ordering::Relaxed) < expected(&shared)
-        && Instant::now() < drain_end
-    {
+    while !done(&shared) && Instant::now() < drain_end {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = crate::sampler::scrape(&env.metrics_urls).await;
     let _ = stop_tx.send(true);
     let mut tracker = SequenceTracker::default();
+    let mut counts = Counts::default();
+    let acked: Vec<_> = match &shared.acked {
+        Some(acked) => (0..p.channels).map(|k| acked.of(k)).collect(),
+        None => Vec::new(),
+    };
     for task in tasks {
-        if let Ok(t) = task.await {
-            tracker.merge(&t);
+        match task {
+            Subscriber::Plain(task) => {
+                if let Ok(t) = task.await {
+                    tracker.merge(&t);
+                }
+            }
+            Subscriber::Recovering(k, task) => {
+                if let Ok(t) = task.await {
+                    counts.add(t.ledger.settle(&acked[k], false));
+                }
+            }
         }
     }
     let (samples, nodes) = sampler.stop();
@@ -283,6 +570,21 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
         .max(start_us + 1);
     let window_s = (last - start_us) as f64 / 1e6;
     errors.extend(shared.errors.lock().unwrap().drain(..));
+    let (delivery, recovery) = match &shared.recover {
+        Some(rec) => (
+            Delivery {
+                expected: counts.expected,
+                received: counts.received,
+                duplicates: counts.duplicates,
+                lost: counts.lost,
+            },
+            Some(rec.stats.figures(&counts)),
+        ),
+        None => (
+            Delivery::new(expected(&shared), tracker.received, tracker.duplicates),
+            None,
+        ),
+    };
     Ok(Summary {
         scenario: "fanout".into(),
         command: env.command.clone(),
@@ -292,12 +594,8 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
         target_rate: Some(p.rate),
         published,
         publish_errors: shared.publish_errors.load(Ordering::Relaxed),
-        deliveries_per_s: tracker.received as f64 / window_s.max(p.duration_s),
-        delivery: Some(Delivery::new(
-            expected(&shared),
-            tracker.received,
-            tracker.duplicates,
-        )),
+        deliveries_per_s: delivery.received as f64 / window_s.max(p.duration_s),
+        delivery: Some(delivery),
         latency: (!histogram.is_empty()).then(|| summarize(&histogram)),
         latency_distribution: distribution(&histogram),
         connect: Some(connect),
@@ -305,5 +603,6 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
         samples,
         nodes,
         metrics: (!env.metrics_urls.is_empty()).then(|| crate::sampler::deltas(&before, &after)),
+        recovery,
     })
 }

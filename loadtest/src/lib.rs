@@ -10,6 +10,7 @@
 //! * [`client`] — WebSocket connections with chosen loopback source addresses.
 //! * [`env`] — shared set-up: connecting many clients, per-second sampling.
 //! * [`stats`] — HDR latency histograms, sequence and loss accounting.
+//! * [`recover`] — `--recover`: positions, `subscribe {since}`, loss against acknowledged offsets.
 //! * [`sampler`] — node RSS from /proc, `/metrics` scraping.
 //! * [`cluster`] — redis-server + N switchboard processes on free ports.
 //! * [`sink`] — a counting OTLP/HTTP endpoint for tracing-overhead runs.
@@ -21,6 +22,7 @@ pub mod connect;
 pub mod direct;
 pub mod env;
 pub mod fanout;
+pub mod recover;
 pub mod report;
 pub mod sampler;
 pub mod sink;
@@ -51,15 +53,46 @@ pub fn headline(s: &summary::Summary) -> String {
     }
     if let Some(d) = &s.delivery {
         out.push_str(&format!(
-            "  deliveries expected {} received {} lost {} duplicates {} ({:.0}/s)\n",
-            d.expected, d.received, d.lost, d.duplicates, s.deliveries_per_s
+            "  deliveries expected {} received {} lost {} duplicates {}",
+            d.expected, d.received, d.lost, d.duplicates
         ));
+        // Churn's rate is of cycles (the connections line has it).
+        if s.scenario != "churn" {
+            out.push_str(&format!(" ({:.0}/s)", s.deliveries_per_s));
+        }
+        out.push('\n');
     }
     if let Some(l) = &s.latency {
         out.push_str(&format!(
             "  latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n",
             l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
         ));
+    }
+    if let Some(r) = &s.recovery {
+        out.push_str(&format!(
+            "  recovery: {} reconnects ({} dropped, {} ended, {} failed attempts), \
+             {} with since: recovered {}, not recovered {}, resyncs {}, without position {}; \
+             {} replayed, {} unrecoverable\n",
+            r.reconnects,
+            r.dropped,
+            r.connection_ends,
+            r.reconnect_errors,
+            r.subscribes_with_since,
+            r.recovered,
+            r.not_recovered,
+            r.resyncs,
+            r.without_position,
+            r.replayed,
+            r.unrecoverable
+        ));
+        for (what, l) in [("recovery", &r.recovery), ("caught up", &r.catch_up)] {
+            if let Some(l) = l {
+                out.push_str(&format!(
+                    "  {what} ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ({} samples)\n",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.count
+                ));
+            }
+        }
     }
     if let Some(c) = &s.connect {
         out.push_str(&format!(

@@ -82,6 +82,23 @@ enum Cmd {
         payload: usize,
         #[arg(long, default_value_t = 10.0)]
         drain: f64,
+        /// Subscribers keep their (offset, epoch) per channel and, when a
+        /// connection ends, reconnect (to the next node) and resume with
+        /// `subscribe {since}`; loss is counted against acknowledged offsets.
+        #[arg(long)]
+        recover: bool,
+        /// With --recover: drop --reconnect-fraction of the subscribers'
+        /// connections every this many seconds while publishing, one at a
+        /// time at even intervals (0: never).
+        #[arg(long, default_value_t = 0.0, requires = "recover")]
+        reconnect_every: f64,
+        /// The share of subscribers dropped per --reconnect-every period.
+        #[arg(long, default_value_t = 0.1, requires = "recover")]
+        reconnect_fraction: f64,
+        /// Seconds a dropped subscriber stays away before reconnecting
+        /// (what it misses meanwhile is replayed by the recovery).
+        #[arg(long, default_value_t = 0.0, requires = "recover")]
+        reconnect_delay: f64,
     },
     /// Ramp N connections at a rate; handshake latency, connect rate, memory per connection.
     Connect {
@@ -127,6 +144,22 @@ enum Cmd {
         channels: usize,
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// Each loop is one client on one channel that comes back: it
+        /// subscribes with `since` (its last position) once it has one,
+        /// receives, unsubscribes and closes, while publishers send on the
+        /// channels; loss is counted against acknowledged offsets.
+        #[arg(long)]
+        recover: bool,
+        /// With --recover: publisher connections.
+        #[arg(long, default_value_t = 1, requires = "recover")]
+        publishers: usize,
+        /// With --recover: messages per second, all publishers together.
+        #[arg(long, default_value_t = 100.0, requires = "recover")]
+        publish_rate: f64,
+        /// With --recover: seconds each cycle stays subscribed (and longer
+        /// while a recovery's replay is still arriving).
+        #[arg(long, default_value_t = 0.2, requires = "recover")]
+        receive: f64,
     },
     /// Start redis-server and N nodes, print their URLs, run until Ctrl-C.
     Cluster {
@@ -235,6 +268,10 @@ async fn main() -> anyhow::Result<()> {
             duration,
             payload,
             drain,
+            recover,
+            reconnect_every,
+            reconnect_fraction,
+            reconnect_delay,
         } => {
             let (env, _cluster) = environment(&common, connections + publishers).await?;
             let params = FanoutParams {
@@ -245,6 +282,10 @@ async fn main() -> anyhow::Result<()> {
                 duration_s: duration,
                 payload,
                 drain_s: drain,
+                recover,
+                reconnect_every_s: reconnect_every,
+                reconnect_fraction,
+                reconnect_delay_s: reconnect_delay,
             };
             finish(&common, &fanout::run(&env, &params).await?)
         }
@@ -288,13 +329,21 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             channels,
             duration,
+            recover,
+            publishers,
+            publish_rate,
+            receive,
         } => {
-            let (env, _cluster) = environment(&common, concurrency).await?;
+            let (env, _cluster) = environment(&common, concurrency + publishers).await?;
             let params = ChurnParams {
                 rate,
                 concurrency,
                 channels,
                 duration_s: duration,
+                recover,
+                publishers,
+                publish_rate,
+                receive_s: receive,
             };
             finish(&common, &churn::run(&env, &params).await?)
         }

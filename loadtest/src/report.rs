@@ -58,7 +58,17 @@ pub fn render_html(summary: &Summary) -> String {
     }
 
     h += "<h2>Latency distribution</h2>\n";
-    h += &latency_chart(&s.latency_distribution);
+    h += &latency_chart("Latency by percentile", &s.latency_distribution);
+
+    if let Some(r) = &s.recovery {
+        h += "<h2>Recovery</h2>\n";
+        h += "<p class=\"note\">Lost messages exclude the unrecoverable ones: those the \
+              client was told it missed (<code>recovered: false</code>, <code>resync</code>, \
+              no position). Recovery time runs from the start of the reconnect to the \
+              <code>subscribe</code> reply with <code>recovered: true</code>; caught up, to \
+              the last replayed message.</p>\n";
+        h += &latency_chart("Recovery time by percentile", &r.recovery_distribution);
+    }
 
     h += "<h2>Over time</h2>\n";
     let per_second = |f: fn(&Sample) -> f64| -> Vec<(f64, f64)> {
@@ -127,6 +137,29 @@ fn headline_rows(s: &Summary) -> Vec<(String, String)> {
         row("delivery lost", d.lost.to_string());
         row("delivery duplicates", d.duplicates.to_string());
     }
+    if let Some(r) = &s.recovery {
+        row("reconnects", r.reconnects.to_string());
+        row("connections dropped on purpose", r.dropped.to_string());
+        row("connections ended otherwise", r.connection_ends.to_string());
+        row("failed reconnect attempts", r.reconnect_errors.to_string());
+        row("subscribes with since", r.subscribes_with_since.to_string());
+        row("recovered: true", r.recovered.to_string());
+        row("recovered: false", r.not_recovered.to_string());
+        row("resync frames", r.resyncs.to_string());
+        row(
+            "reconnects without position",
+            r.without_position.to_string(),
+        );
+        row("messages replayed", r.replayed.to_string());
+        row("unrecoverable (excused)", r.unrecoverable.to_string());
+        for (what, l) in [("recovery", &r.recovery), ("caught up", &r.catch_up)] {
+            if let Some(l) = l {
+                row(&format!("{what} p50"), ms(l.p50_ms));
+                row(&format!("{what} p99"), ms(l.p99_ms));
+                row(&format!("{what} max"), ms(l.max_ms));
+            }
+        }
+    }
     if let Some(l) = &s.latency {
         row("latency samples", l.count.to_string());
         row("latency p50", ms(l.p50_ms));
@@ -167,7 +200,7 @@ fn table(rows: &[(String, String)]) -> String {
 /// everything from p99 to the maximum — the part that matters — would be
 /// squeezed against the right edge; counting nines gives each decade of
 /// the tail the same width.
-fn latency_chart(dist: &[(f64, f64)]) -> String {
+fn latency_chart(title: &str, dist: &[(f64, f64)]) -> String {
     if dist.is_empty() {
         return "<p class=\"note\">No latency samples were recorded.</p>\n".into();
     }
@@ -183,7 +216,7 @@ fn latency_chart(dist: &[(f64, f64)]) -> String {
     let n = last.ceil().clamp(1.0, 15.0) as usize;
     let ticks = (0..=n).map(|k| (k as f64, nines_label(k))).collect();
     let series = [("latency".into(), pts)];
-    let labels = ["Latency by percentile", "percentile", "latency (ms)"];
+    let labels = [title, "percentile", "latency (ms)"];
     let note = "The rightmost point is the maximum, drawn one nine past the last percentile.";
     line_chart(labels, &series, Some(ticks)) + &format!("<p class=\"note\">{note}</p>\n")
 }

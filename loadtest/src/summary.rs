@@ -46,6 +46,48 @@ pub struct ConnectFigures {
     pub memory_per_connection_bytes: Option<f64>,
 }
 
+/// What `--recover` saw (fanout and churn). The loss accounting itself is
+/// in [`Summary::delivery`]: there `expected` counts the acknowledged
+/// publishes each subscriber was owed, and `lost` excludes the
+/// `unrecoverable` ones below.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoveryFigures {
+    /// Subscriptions resumed on a new connection after the previous one
+    /// ended (fanout) or closed at the end of a cycle (churn).
+    pub reconnects: u64,
+    /// Connections the harness dropped on purpose: fanout's
+    /// `--reconnect-every`, churn's close at the end of every cycle.
+    pub dropped: u64,
+    /// Connections that ended otherwise (closed by the server, errors).
+    pub connection_ends: u64,
+    /// Reconnect attempts (connect or subscribe) that failed and were retried.
+    pub reconnect_errors: u64,
+    /// Subscribes sent with `since`.
+    pub subscribes_with_since: u64,
+    /// Replies with `recovered: true`.
+    pub recovered: u64,
+    /// Replies with `recovered: false`: the client must resync.
+    pub not_recovered: u64,
+    /// `resync` frames received.
+    pub resyncs: u64,
+    /// Reconnects without a position to resume from (nothing received yet,
+    /// no history to name the channel's top).
+    pub without_position: u64,
+    /// Messages received because of a recovery (sent after the reply).
+    pub replayed: u64,
+    /// Owed messages not received that the client was told about
+    /// (`recovered: false`, `resync`, no position): not counted as lost.
+    pub unrecoverable: u64,
+    /// Reconnect start (the connection lost; after a deliberate drop, the
+    /// end of `--reconnect-delay`) → `subscribe` reply with
+    /// `recovered: true`, ms. Churn: connect start of the cycle.
+    pub recovery: Option<LatencySummary>,
+    /// (percentile, ms) points of `recovery`.
+    pub recovery_distribution: Vec<(f64, f64)>,
+    /// Reconnect start → the last replayed message received (caught up), ms.
+    pub catch_up: Option<LatencySummary>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub scenario: String,
@@ -74,4 +116,6 @@ pub struct Summary {
     pub nodes: Vec<NodeMemory>,
     /// Counter deltas scraped from `/metrics` (name -> increase), if asked.
     pub metrics: Option<serde_json::Value>,
+    /// With `--recover`.
+    pub recovery: Option<RecoveryFigures>,
 }

@@ -10,14 +10,19 @@ use switchboard::startup::Application;
 use switchboard_fixtures::{eventually, RedisServer};
 use switchboard_loadtest::client::Sources;
 use switchboard_loadtest::env::Env;
-use switchboard_loadtest::{churn, connect, direct, fanout, write_outputs};
+use switchboard_loadtest::{churn, connect, direct, fanout, headline, write_outputs};
 
 async fn cluster(redis: &RedisServer) -> Vec<String> {
+    cluster_with(redis, |_| {}).await
+}
+
+async fn cluster_with(redis: &RedisServer, configure: impl Fn(&mut Settings)) -> Vec<String> {
     let mut urls = Vec::new();
     for i in 0..2 {
         let mut s = Settings::for_tests();
         s.redis_url = Some(redis.url());
         s.node_id = format!("smoke-{i}");
+        configure(&mut s);
         let app = Application::build(s).await.expect("node starts");
         let gw = app.gateway();
         urls.push(format!("ws://127.0.0.1:{}/ws", app.port()));
@@ -57,6 +62,10 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
         duration_s: 2.0,
         payload: 32,
         drain_s: 10.0,
+        recover: false,
+        reconnect_every_s: 0.0,
+        reconnect_fraction: 0.0,
+        reconnect_delay_s: 0.0,
     };
     let summary = fanout::run(&env, &params).await.expect("fanout runs");
     let delivery = summary.delivery.clone().unwrap();
@@ -111,6 +120,10 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
             concurrency: 5,
             channels: 3,
             duration_s: 1.0,
+            recover: false,
+            publishers: 0,
+            publish_rate: 0.0,
+            receive_s: 0.0,
         },
     )
     .await
@@ -144,4 +157,104 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
     );
     assert!(c.handshake.unwrap().count == 300);
     assert!(c.memory_per_connection_bytes.is_some());
+}
+
+/// `--recover` end to end: history on the default namespace (the harness's
+/// channels), subscribers dropped on purpose while publishing and away long
+/// enough to miss messages, which the recovery replays; then churn clients
+/// that come back with their position. Nothing may be lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_resumes_without_loss_or_duplicates() {
+    let redis = RedisServer::start().await;
+    let nodes = cluster_with(&redis, |s| s.default_namespace.history_size = 1000).await;
+    let env = env(nodes);
+
+    let params = fanout::FanoutParams {
+        connections: 20,
+        channels: 4,
+        publishers: 2,
+        rate: 100.0,
+        duration_s: 2.0,
+        payload: 16,
+        drain_s: 10.0,
+        recover: true,
+        // 4 of the 20 per 0.5 s: a drop every 125 ms, 15 in the run.
+        reconnect_every_s: 0.5,
+        reconnect_fraction: 0.2,
+        // A channel gets a message every 40 ms: each drop misses some.
+        reconnect_delay_s: 0.1,
+    };
+    let summary = fanout::run(&env, &params).await.expect("fanout runs");
+    let d = summary.delivery.clone().unwrap();
+    let r = summary.recovery.clone().unwrap();
+    // 200 messages over 4 channels of 5 subscribers each.
+    assert_eq!(summary.published, 200, "{:?}", summary.errors);
+    assert_eq!(
+        (d.expected, d.received, d.lost, d.duplicates),
+        (1000, 1000, 0, 0),
+        "{r:?} {:?}",
+        summary.errors
+    );
+    assert!(r.dropped >= 1 && r.reconnects >= r.dropped, "{r:?}");
+    assert_eq!(r.subscribes_with_since, r.reconnects, "{r:?}");
+    assert_eq!(r.recovered, r.reconnects, "{r:?}");
+    assert_eq!(
+        (
+            r.not_recovered,
+            r.resyncs,
+            r.without_position,
+            r.unrecoverable
+        ),
+        (0, 0, 0, 0),
+        "{r:?}"
+    );
+    assert!(r.replayed > 0, "the drops missed messages: {r:?}");
+    assert_eq!(r.recovery.as_ref().unwrap().count, r.recovered);
+    assert_eq!(r.catch_up.as_ref().unwrap().count, r.recovered);
+    // Replayed messages are not publish→deliver latency samples.
+    assert_eq!(
+        summary.latency.as_ref().unwrap().count,
+        1000 - r.replayed,
+        "{r:?}"
+    );
+    let out = std::env::temp_dir().join(format!("sb-smoke-recover-{}", std::process::id()));
+    write_outputs(&out, &summary).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["recovery"]["recovered"], r.recovered);
+    assert_eq!(json["delivery"]["lost"], 0);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Recovery time by percentile") && html.contains("recovered: false"));
+    assert!(headline(&summary).contains("recovery: "));
+
+    let summary = churn::run(
+        &env,
+        &churn::ChurnParams {
+            rate: 20.0,
+            concurrency: 4,
+            channels: 2,
+            duration_s: 1.0,
+            recover: true,
+            publishers: 1,
+            publish_rate: 50.0,
+            receive_s: 0.1,
+        },
+    )
+    .await
+    .expect("churn runs");
+    let d = summary.delivery.clone().unwrap();
+    let r = summary.recovery.clone().unwrap();
+    let c = summary.connect.unwrap();
+    assert_eq!(
+        (c.attempted, c.established, c.errors, summary.publish_errors),
+        (20, 20, 0, 0),
+        "{:?}",
+        summary.errors
+    );
+    assert!(d.expected > 0 && d.received == d.expected, "{d:?} {r:?}");
+    assert_eq!((d.lost, d.duplicates), (0, 0), "{d:?} {r:?}");
+    // Each of the 4 clients comes back 4 times, always with a position
+    // (history names the channel's top at the first subscribe).
+    assert_eq!((r.reconnects, r.recovered), (16, 16), "{r:?}");
+    assert_eq!((r.not_recovered, r.unrecoverable), (0, 0), "{r:?}");
 }
