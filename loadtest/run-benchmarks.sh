@@ -136,6 +136,10 @@ section_history() {
   run history-1000 "${fanout[@]}" "${history[@]}"
   run history-publish-off "${publish[@]}"
   run history-publish-1000 "${publish[@]}" "${history[@]}"
+  # Past the knee: the publish rate the cluster sustains, without and with history.
+  local saturated=(fanout --connections 200 --channels 100 --publishers 8 --rate 20000 --duration 10)
+  run history-max-off "${saturated[@]}"
+  run history-max-1000 "${saturated[@]}" "${history[@]}"
   run history-recover "${fanout[@]}" "${history[@]}" --recover --reconnect-every 2 --reconnect-fraction 0.1 --reconnect-delay 0.5
   run history-churn-recover churn --rate 300 --concurrency 50 --duration 10 "${history[@]}" --recover --publish-rate 500
 }
