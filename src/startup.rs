@@ -4,7 +4,7 @@
 //! and read the real port (zero-to-production's pattern). Shutdown is ours,
 //! not actix's: on SIGTERM/SIGINT the node first reports not-ready, waits
 //! `drain_delay` for load balancers to notice, closes every client with the
-//! reconnect-class `shutdown` code, waits up to `drain_timeout` for them to
+//! reconnect-class `shutdown` code (spread over `drain_spread`, in batches), waits up to `drain_timeout` for them to
 //! go (and leave presence and the connection registry), removes the node's
 //! record and whatever it still owns from the registries (bounded by
 //! `redis_timeout`), then stops the HTTP server.
@@ -72,7 +72,8 @@ impl Drainer {
         gw.start_draining();
         tracing::info!(connections = gw.connection_count(), "draining");
         tokio::time::sleep(gw.settings().drain_delay).await;
-        gw.close_all(Disconnect::Shutdown);
+        gw.close_spread(Disconnect::Shutdown, gw.settings().drain_spread)
+            .await;
         let deadline = tokio::time::Instant::now() + gw.settings().drain_timeout;
         while !gw.settled() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

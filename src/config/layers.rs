@@ -134,6 +134,10 @@ layer! {
         /// Time between /readyz turning 503 and closing clients on shutdown (default 0).
         #[arg(long, env = "SWITCHBOARD_DRAIN_DELAY_MS")]
         drain_delay_ms: u64 = 0,
+        /// Spread the shutdown closes over this long, in batches every 100 ms, so clients
+        /// do not all reconnect at once (default 0: all at once).
+        #[arg(long, env = "SWITCHBOARD_DRAIN_SPREAD_MS")]
+        drain_spread_ms: u64 = 0,
         /// Longest wait for clients to go after the shutdown close (default 5000).
         #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS")]
         drain_timeout_ms: u64 = 5000,

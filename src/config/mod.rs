@@ -97,6 +97,8 @@ pub struct Settings {
     pub redis_pool_size: usize,
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
+    /// The window the shutdown closes are spread over (zero: all at once).
+    pub drain_spread: Duration,
     pub allow_anonymous: bool,
     pub node_heartbeat: Duration,
     pub api_key: Option<String>,

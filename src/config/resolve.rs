@@ -101,6 +101,7 @@ impl Settings {
         let redis_pool_size = within("redis_pool_size", m.redis_pool_size, 1..=1024)?;
         let drain_delay = millis("drain_delay_ms", m.drain_delay_ms, 0)?;
         let drain_timeout = millis("drain_timeout_ms", m.drain_timeout_ms, 0)?;
+        let drain_spread = millis("drain_spread_ms", m.drain_spread_ms, 0)?;
 
         let jwt_key = match (
             m.jwt_hmac_secret.filter(|s| !s.is_empty()),
@@ -200,6 +201,7 @@ impl Settings {
             redis_pool_size,
             drain_delay,
             drain_timeout,
+            drain_spread,
             allow_anonymous,
             node_heartbeat,
             api_key,

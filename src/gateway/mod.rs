@@ -13,6 +13,7 @@ mod users;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use channels::{Caller, Route, Subscribed};
 
@@ -24,6 +25,9 @@ use crate::handshake::{Handshakes, Permit, Refusal};
 use crate::hub::Hub;
 use crate::metrics::{self, Gauges, Metrics};
 use crate::presence::{now_ms, Presence};
+
+/// Time between two batches of shutdown closes (`drain_spread_ms`).
+pub const DRAIN_BATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the gateway runs on, wired by startup (memory or Redis backends).
 pub struct Services {
@@ -108,6 +112,29 @@ impl Gateway {
     /// Ask every local connection to close with `reason` (drain).
     pub(crate) fn close_all(&self, reason: Disconnect) {
         self.hub.close_all(reason);
+    }
+
+    /// Close every local connection with `reason`, spread over `window` in
+    /// batches every [`DRAIN_BATCH_INTERVAL`]: the clients reconnect
+    /// elsewhere at about connections / window per second instead of all at
+    /// once (Phoenix's drainer does the same). Resolves after the last batch.
+    pub(crate) async fn close_spread(&self, reason: Disconnect, window: Duration) {
+        let batches = (window.as_millis() / DRAIN_BATCH_INTERVAL.as_millis()).max(1) as usize;
+        if batches == 1 {
+            return self.close_all(reason);
+        }
+        let closers = self.hub.closers();
+        let per_batch = closers.len().div_ceil(batches).max(1);
+        let mut tick = tokio::time::interval(DRAIN_BATCH_INTERVAL);
+        for batch in closers.chunks(per_batch) {
+            tick.tick().await;
+            for closer in batch {
+                closer.close(reason);
+            }
+        }
+        // Connections that arrived meanwhile (an upgrade admitted just
+        // before the drain began).
+        self.close_all(reason);
     }
 
     /// Whether the broker can publish and deliver right now.

@@ -346,6 +346,16 @@ impl Hub {
         }
     }
 
+    /// The close signals of every local connection, to close them in
+    /// batches without holding the lock in between.
+    pub fn closers(&self) -> Vec<Arc<Closer>> {
+        self.read()
+            .conns
+            .values()
+            .map(|e| e.member.closer.clone())
+            .collect()
+    }
+
     /// Ask every local connection of a user to close. Returns how many.
     pub fn close_user(&self, user: &str, reason: Disconnect) -> usize {
         let inner = self.read();

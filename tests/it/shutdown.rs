@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use switchboard::config::{Namespace, NamespaceOptions};
 
 use crate::support::http::wait_ready;
@@ -23,6 +23,54 @@ async fn drain_turns_readyz_503_then_closes_clients_with_shutdown() {
     node.wait_ready(false).await;
     assert_eq!(node.http_get("/readyz").await.1, "draining\n");
     assert_eq!(c.ended().await, Ended::Close(3001));
+    draining.await.unwrap();
+}
+
+/// With `drain_spread`, the closes come in batches over the window: when
+/// the first client is closed, most of the others are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spread_drain_closes_clients_in_batches() {
+    let node = TestNode::memory(|s| s.drain_spread = Duration::from_millis(2000)).await;
+    let mut clients = Vec::new();
+    for n in 0..40 {
+        clients.push(node.connect(&format!("u{n}")).await);
+    }
+    let drainer = node.drainer.clone();
+    let draining = tokio::spawn(async move { drainer.drain().await });
+    // Any command with a reply will do as a probe.
+    let probe = || json!({"type": "unsubscribe", "channel": "probe"});
+    let mut ends: Vec<Option<Ended>> = vec![None; clients.len()];
+    // Ask every client in turn until one finds itself closed: the first batch.
+    while ends.iter().all(Option::is_none) {
+        for (n, c) in clients.iter_mut().enumerate() {
+            if let Err(end) = c.try_request(probe()).await {
+                ends[n] = Some(end);
+                break;
+            }
+        }
+    }
+    // Most of the others are still served.
+    let mut still_open = 0;
+    for (n, c) in clients.iter_mut().enumerate() {
+        if ends[n].is_none() {
+            match c.try_request(probe()).await {
+                Ok(_) => still_open += 1,
+                Err(end) => ends[n] = Some(end),
+            }
+        }
+    }
+    assert!(
+        still_open >= 20,
+        "only {still_open} of 39 still open after the first close"
+    );
+    // And every one is closed with 3001 in the end.
+    for (c, end) in clients.iter_mut().zip(ends) {
+        let end = match end {
+            Some(end) => end,
+            None => c.ended().await,
+        };
+        assert_eq!(end, Ended::Close(3001));
+    }
     draining.await.unwrap();
 }
 

@@ -20,7 +20,7 @@ pub struct Client {
 }
 
 /// How a connection ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
     Close(u16),
     /// Closed without a close frame (reset or EOF).
