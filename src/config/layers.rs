@@ -135,7 +135,7 @@ layer! {
         #[arg(long, env = "SWITCHBOARD_DRAIN_DELAY_MS")]
         drain_delay_ms: u64 = 0,
         /// Spread the shutdown closes over this long, in batches every 100 ms, so clients
-        /// do not all reconnect at once (default 0: all at once).
+        /// do not all reconnect at once; 0 closes all at once (default 0).
         #[arg(long, env = "SWITCHBOARD_DRAIN_SPREAD_MS")]
         drain_spread_ms: u64 = 0,
         /// Longest wait for clients to go after the shutdown close (default 5000).
