@@ -568,7 +568,7 @@ pub async fn subscribe(
     tracker: &mut Tracker,
     reconnect: Option<Instant>,
     stats: &RecoverStats,
-    mut on_new: impl FnMut(&Frame, &Seen),
+    on_new: impl FnMut(&Frame, &Seen),
 ) -> anyhow::Result<()> {
     let since = tracker.ledger.position().cloned();
     let mut cmd = serde_json::json!({"type": "subscribe", "id": id, "channel": tracker.channel});
@@ -586,6 +586,25 @@ pub async fn subscribe(
     if reconnect.is_some() {
         inc(&stats.reconnects);
     }
+    let on_reply = |tracker: &mut Tracker, reply: &Frame| {
+        tracker.on_subscribed(reply, since, reconnect, stats)
+    };
+    request(ws, id, cmd, tracker, stats, on_new, on_reply).await
+}
+
+/// Send `cmd` (a `subscribe` or `unsubscribe` of `tracker`'s channel) and
+/// read frames up to its reply, which goes to `on_reply`; a refusal is an
+/// error. Messages that arrive ahead of the reply go through `tracker` and
+/// `on_new` as usual.
+async fn request(
+    ws: &mut Ws,
+    id: u64,
+    cmd: serde_json::Value,
+    tracker: &mut Tracker,
+    stats: &RecoverStats,
+    mut on_new: impl FnMut(&Frame, &Seen),
+    on_reply: impl FnOnce(&mut Tracker, &Frame),
+) -> anyhow::Result<()> {
     ws.send(Message::text(cmd.to_string())).await?;
     loop {
         let text = next_text(ws).await?;
@@ -594,9 +613,10 @@ pub async fn subscribe(
         };
         if frame.kind == "reply" && frame.id == Some(id) {
             if frame.ok != Some(true) {
-                bail!("subscribe {}: {}", tracker.channel, text.as_str());
+                let kind = cmd["type"].as_str().unwrap_or_default();
+                bail!("{kind} {}: {}", tracker.channel, text.as_str());
             }
-            tracker.on_subscribed(&frame, since, reconnect, stats);
+            on_reply(tracker, &frame);
             return Ok(());
         }
         let seen = tracker.on_frame(&frame, stats);
@@ -651,20 +671,7 @@ pub async fn unsubscribe(
     stats: &RecoverStats,
 ) -> anyhow::Result<()> {
     let cmd = serde_json::json!({"type": "unsubscribe", "id": id, "channel": tracker.channel});
-    ws.send(Message::text(cmd.to_string())).await?;
-    loop {
-        let text = next_text(ws).await?;
-        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
-            continue;
-        };
-        if frame.kind == "reply" && frame.id == Some(id) {
-            if frame.ok != Some(true) {
-                bail!("unsubscribe {}: {}", tracker.channel, text.as_str());
-            }
-            return Ok(());
-        }
-        tracker.on_frame(&frame, stats);
-    }
+    request(ws, id, cmd, tracker, stats, |_, _| {}, |_, _| {}).await
 }
 
 #[cfg(test)]
