@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! * [`client`] — WebSocket connections with chosen loopback source addresses.
-//! * [`env`] — shared set-up: connecting many clients, per-second sampling.
+//! * [`env`](mod@env) — shared set-up: connecting many clients, per-second sampling.
 //! * [`stats`] — HDR latency histograms, sequence and loss accounting.
 //! * [`recover`] — `--recover`: positions, `subscribe {since}`, loss against acknowledged offsets.
 //! * [`sampler`] — node RSS from /proc, `/metrics` scraping.

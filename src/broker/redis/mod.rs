@@ -13,6 +13,7 @@
 //!   epoch, and PUBLISHes the envelope with both spliced in — one round trip,
 //!   and Redis orders the messages of a channel by offset.
 
+mod read_loop;
 mod repair;
 mod streams;
 mod subscriber;
