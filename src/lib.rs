@@ -29,10 +29,11 @@
 //! * `permissions` — who may subscribe, publish, read presence: namespace rules and personal
 //!   channels, pure.
 //! * `node_heartbeat` — the node's record, registry and presence refreshed on a timer; leaving on exit.
-//! * `hub` — node-local topic → outbox registry; `outbox` — the bounded per-connection queue.
-//! * `broker` — the `Broker` trait (publish, notify, subscribe, unsubscribe, is_healthy),
-//!   in-memory and Redis implementations (the latter with its subscriber connection in a
-//!   module of its own), and the envelope nodes exchange.
+//! * `hub` — node-local topic → outbox registry (and the hold of a recovering subscription);
+//!   `outbox` — the bounded per-connection queue.
+//! * `broker` — the `Broker` trait (publish, history, notify, subscribe, unsubscribe,
+//!   is_healthy), in-memory and Redis implementations (the latter: channel streams and
+//!   history, the subscriber connection, its read loop and gap repair), and the envelope.
 //! * `presence` — the three registries (channel presence, connections, nodes) written once over
 //!   an `ExpiringSets` store, in memory or in Redis.
 //! * `topic` — what the hub and broker route by; `keys` — every Redis name.
