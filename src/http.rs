@@ -6,7 +6,7 @@
 //! * `GET /healthz`: 200 while the process serves requests.
 //! * `GET /readyz`: 200 when ready for traffic; 503 while draining or while
 //!   the broker is unreachable, so a load balancer stops routing here.
-//! * `GET /metrics`: Prometheus text.
+//! * `GET /metrics`: OpenMetrics text (Prometheus scrapes it).
 //! * `/api/...`: the server API (see `api`).
 
 use std::sync::Arc;
@@ -187,6 +187,6 @@ async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
 
 async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(gw.metrics().render(gw.node_id(), &gw.gauges()))
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(gw.metrics().render(gw.node_id(), gw.scrape()))
 }

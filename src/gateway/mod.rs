@@ -175,6 +175,17 @@ impl Gateway {
             channels,
             broker_up: self.broker.is_healthy(),
             draining: self.is_draining(),
+            ..Gauges::default()
+        }
+    }
+
+    /// Everything `/metrics` reads from live state (`gauges` plus the
+    /// per-namespace counts and the start time).
+    pub fn scrape(&self) -> Gauges {
+        Gauges {
+            namespaces: self.hub.namespace_counts(),
+            started_at_ms: self.started_at,
+            ..self.gauges()
         }
     }
 

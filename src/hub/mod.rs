@@ -8,7 +8,7 @@
 //! the fan-out carries on, so one stuck client never stalls the others or
 //! the broker reader that called us.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytestring::ByteString;
@@ -331,6 +331,24 @@ impl Hub {
 
     pub fn connection_count(&self) -> usize {
         self.read().conns.len()
+    }
+
+    /// (channel subscriptions, channels with members) per namespace: the
+    /// part of the channel name before its first `:` (`""` without one).
+    pub fn namespace_counts(&self) -> BTreeMap<String, (usize, usize)> {
+        let inner = self.read();
+        let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (topic, members) in &inner.topics {
+            if let Topic::Channel(channel) = topic {
+                if !members.is_empty() {
+                    let ns = channel.split_once(':').map_or("", |(ns, _)| ns);
+                    let entry = counts.entry(ns.to_owned()).or_default();
+                    entry.0 += members.len();
+                    entry.1 += 1;
+                }
+            }
+        }
+        counts
     }
 
     /// (channel subscriptions, channels with members)

@@ -24,7 +24,7 @@ async fn root_accepts_upgrades_and_describes_itself_otherwise() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_prometheus_text_and_move() {
+async fn metrics_are_openmetrics_text_and_move() {
     let node = TestNode::memory(|_| {}).await;
     let mut c = node.connect("ann").await;
     c.subscribe("m").await;
@@ -43,7 +43,28 @@ async fn metrics_are_prometheus_text_and_move() {
         let line = format!("{name}{node_label} {value}\n");
         assert!(body.contains(&line), "missing {line:?} in\n{body}");
     }
-    assert!(body.contains("# TYPE switchboard_deliveries_total counter"));
+    assert!(
+        body.contains("# TYPE switchboard_deliveries counter"),
+        "{body}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    // Per namespace (the default one is ""), and the process's own figures.
+    let ns = format!(
+        "switchboard_namespace_subscriptions{{node=\"{}\",namespace=\"\"}} 1\n",
+        node.gateway.node_id()
+    );
+    assert!(body.contains(&ns), "missing {ns:?} in\n{body}");
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            body.contains(&format!("\n{name}{node_label} ")),
+            "missing {name} in\n{body}"
+        );
+    }
     // The broker publish latency histogram counted the one publish.
     assert!(body.contains("# TYPE switchboard_broker_publish_duration_seconds histogram"));
     let count = format!("switchboard_broker_publish_duration_seconds_count{node_label} 1\n");

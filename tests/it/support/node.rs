@@ -99,8 +99,8 @@ impl TestNode {
     /// The current value of one of the node's counters.
     pub fn counter(
         &self,
-        f: impl Fn(&switchboard::metrics::Metrics) -> &std::sync::atomic::AtomicU64,
+        f: impl Fn(&switchboard::metrics::Metrics) -> &switchboard::metrics::Counter,
     ) -> u64 {
-        f(self.gateway.metrics()).load(std::sync::atomic::Ordering::Relaxed)
+        f(self.gateway.metrics()).get()
     }
 }
