@@ -81,3 +81,37 @@ async fn metrics_are_openmetrics_text_and_move() {
     let line = format!("switchboard_deliveries_total{node_label} 2\n");
     assert!(after.contains(&line), "{after}");
 }
+
+/// Every metric the shipped Grafana dashboard queries is one a node serves,
+/// so the dashboard cannot drift from `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_served_metrics() {
+    let node = TestNode::memory(|_| {}).await;
+    let (_, body) = node.http_get("/metrics").await;
+    let dashboard = include_str!("../../deploy/grafana/switchboard.json");
+    let mut queried = std::collections::BTreeSet::new();
+    for prefix in ["switchboard_", "process_"] {
+        for (at, _) in dashboard.match_indices(prefix) {
+            let name: String = dashboard[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            queried.insert(name);
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+    for name in &queried {
+        // A family: its samples, or (with none yet) its TYPE line.
+        let family = ["_total", "_bucket"]
+            .iter()
+            .fold(name.as_str(), |n, suffix| {
+                n.strip_suffix(suffix).unwrap_or(n)
+            });
+        let served =
+            body.contains(&format!("\n{name}{{")) || body.contains(&format!("# TYPE {family} "));
+        assert!(
+            served,
+            "the dashboard queries {name}, which /metrics does not serve"
+        );
+    }
+}
