@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Sources};
-use crate::env::{Counters, Env, Latencies, Sampler};
+use crate::env::{micros_since, Counters, Env, Frame, Latencies, Sampler};
 use crate::fanout::{self, FanoutParams};
-use crate::recover::{self, Counts, RecoverStats, Tracker};
+use crate::recover::{self, Counts, RecoverStats, Seen, Tracker};
 use crate::stats::{distribution, summarize, Delivery};
 use crate::summary::{ConnectFigures, Summary};
+use crate::traces::TraceParams;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChurnParams {
@@ -39,6 +40,9 @@ pub struct ChurnParams {
     pub publish_rate: f64,
     /// With `recover`: how long each cycle stays subscribed, s.
     pub receive_s: f64,
+    /// With `recover`: `--trace-fraction` of the publishers, `--slowest`,
+    /// `--jaeger-url`.
+    pub trace: TraceParams,
 }
 
 /// Longest a cycle waits for a recovery's replay to arrive.
@@ -76,21 +80,30 @@ async fn plain_cycle(c: Cycle<'_>) -> anyhow::Result<()> {
     r
 }
 
-/// Connect, subscribe from the tracker's position, receive, unsubscribe, close.
+/// Connect, subscribe from the tracker's position, receive, unsubscribe,
+/// close; live deliveries of traced messages go to `publishing`'s traces.
 async fn recovering_cycle(
     c: Cycle<'_>,
     tracker: &mut Tracker,
     returning: bool,
     stats: &RecoverStats,
     receive: Duration,
+    publishing: &fanout::Shared,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (mut ws, _) = client::connect(&c.url, c.sources).await?;
+    let (mut ws, welcome) = client::connect(&c.url, c.sources).await?;
     c.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let node = client::node_of(&welcome, &c.url);
+    let t0 = publishing.t0();
+    let traced = |f: &Frame<'_>, seen: &Seen| {
+        if let Seen::Live(_) = seen {
+            publishing.traced(f, micros_since(t0), &node);
+        }
+    };
     let r = async {
         let reconnect = returning.then_some(started);
-        recover::subscribe(&mut ws, 1, tracker, reconnect, stats, |_, _| {}).await?;
-        recover::receive(&mut ws, tracker, stats, receive, REPLAY_CAP).await?;
+        recover::subscribe(&mut ws, 1, tracker, reconnect, stats, traced).await?;
+        recover::receive(&mut ws, tracker, stats, receive, REPLAY_CAP, traced).await?;
         recover::unsubscribe(&mut ws, 2, tracker, stats).await
     }
     .await;
@@ -109,6 +122,11 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
         !p.recover || (p.publishers > 0 && p.publish_rate > 0.0 && p.receive_s >= 0.0),
         "--recover needs publishers and a publish rate above 0"
     );
+    p.trace.check()?;
+    anyhow::ensure!(
+        p.recover || p.trace.fraction == 0.0,
+        "--trace-fraction needs --recover in churn (only its publishers publish)"
+    );
     let t0 = Instant::now();
     let started_at_ms = crate::env::unix_ms();
     let counters = Arc::new(Counters::default());
@@ -116,7 +134,9 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
     let errors = Arc::new(Mutex::new((0u64, Vec::<String>::new())));
     let stats = Arc::new(RecoverStats::default());
     // --recover: publishers on the churn channels, acknowledgements recorded.
-    let publishing = Arc::new(fanout::Shared::new(t0, p.channels, "churn", true));
+    let mut publishing = fanout::Shared::new(t0, p.channels, "churn", true);
+    publishing.traces = p.trace.start();
+    let publishing = Arc::new(publishing);
     let pubs = if p.recover {
         let (pubs, _, pub_errors) = env
             .connect_many(p.publishers, |j| format!("churnpub{j}"))
@@ -143,11 +163,12 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
         reconnect_every_s: 0.0,
         reconnect_fraction: 0.0,
         reconnect_delay_s: 0.0,
+        trace: p.trace.clone(),
     };
     let publishers: Vec<_> = pubs
         .into_iter()
         .enumerate()
-        .map(|(j, (_, ws))| {
+        .map(|(j, (_, ws, _))| {
             let task = fanout::publisher(ws, j, publish.clone(), publishing.clone(), start);
             tokio::spawn(task)
         })
@@ -164,6 +185,7 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
             stats.clone(),
             p.clone(),
         );
+        let publishing = publishing.clone();
         loops.push(tokio::spawn(async move {
             // One client, one channel, across all its cycles (--recover).
             let k = w % p.channels;
@@ -188,7 +210,9 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
                 };
                 let result = if p.recover {
                     let receive = Duration::from_secs_f64(p.receive_s);
-                    let r = recovering_cycle(c, &mut tracker, returning, &stats, receive).await;
+                    let r =
+                        recovering_cycle(c, &mut tracker, returning, &stats, receive, &publishing)
+                            .await;
                     // Subscribed once: later cycles come back to where it left.
                     returning |= tracker.ledger.position().is_some() || r.is_ok();
                     r
@@ -272,6 +296,7 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
         samples,
         nodes,
         recovery,
+        traces: publishing.traces.as_ref().map(|t| t.figures()),
         ..Summary::default()
     })
 }

@@ -53,6 +53,33 @@ pub(crate) struct Common {
     pub(crate) quiet: bool,
 }
 
+/// `--trace-fraction` and what goes with it (fanout; churn with --recover).
+#[derive(Args, Clone)]
+pub(crate) struct Trace {
+    /// Share of publishes (0..=1, at random) that carry a fresh W3C
+    /// `traceparent` with the sampled flag, continued by nodes that export
+    /// traces; the report lists the slowest traced deliveries (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) trace_fraction: f64,
+    /// How many traces to list: those whose slowest delivery was slowest.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) slowest: usize,
+    /// Jaeger UI base URL (http://host:16686): the report links each listed
+    /// trace id to URL/trace/<id>.
+    #[arg(long)]
+    pub(crate) jaeger_url: Option<String>,
+}
+
+impl From<Trace> for switchboard_loadtest::traces::TraceParams {
+    fn from(t: Trace) -> Self {
+        Self {
+            fraction: t.trace_fraction,
+            slowest: t.slowest,
+            jaeger_url: t.jaeger_url,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
     /// C subscribers on K channels, P publishers at an open-loop rate R.
@@ -91,6 +118,8 @@ pub(crate) enum Cmd {
         /// (what it misses meanwhile is replayed by the recovery).
         #[arg(long, default_value_t = 0.0, requires = "recover")]
         reconnect_delay: f64,
+        #[command(flatten)]
+        trace: Trace,
     },
     /// Ramp N connections at a rate; handshake latency, connect rate, memory per connection.
     Connect {
@@ -152,6 +181,9 @@ pub(crate) enum Cmd {
         /// while a recovery's replay is still arriving).
         #[arg(long, default_value_t = 0.2, requires = "recover")]
         receive: f64,
+        /// With --recover: tracing of the publishers' messages (see fanout).
+        #[command(flatten)]
+        trace: Trace,
     },
     /// Start redis-server and N nodes, print their URLs, run until Ctrl-C.
     Cluster {

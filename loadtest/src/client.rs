@@ -126,6 +126,12 @@ pub async fn connect(url: &str, sources: &Sources) -> anyhow::Result<(Ws, serde_
     .map_err(|_| anyhow!("{url}: no welcome within {CONNECT_TIMEOUT:?}"))?
 }
 
+/// The node a connection reached: the `node` of its `welcome` frame, else
+/// the URL it was opened with.
+pub fn node_of(welcome: &serde_json::Value, url: &str) -> String {
+    welcome["node"].as_str().unwrap_or(url).to_owned()
+}
+
 /// The next JSON text frame (pings are answered by tungstenite while reading).
 pub async fn next_json(ws: &mut Ws) -> anyhow::Result<serde_json::Value> {
     loop {

@@ -136,7 +136,7 @@ pub async fn run(env: &Env, p: &DirectParams) -> anyhow::Result<Summary> {
     let start = Instant::now() + Duration::from_millis(200);
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|(i, ws)| {
+        .map(|(i, ws, _)| {
             tokio::spawn(user(
                 ws,
                 i,

@@ -43,12 +43,13 @@ impl Env {
 
     /// Open `count` connections named by `user(i)`, at most
     /// `connect_concurrency` handshakes at a time. Failed ones are counted,
-    /// not retried.
+    /// not retried. Each comes with the node id of its `welcome` (its URL
+    /// if the welcome names none).
     pub async fn connect_many(
         &self,
         count: usize,
         user: impl Fn(usize) -> String,
-    ) -> (Vec<(usize, Ws)>, ConnectFigures, Vec<String>) {
+    ) -> (Vec<(usize, Ws, String)>, ConnectFigures, Vec<String>) {
         let permits = Arc::new(Semaphore::new(self.connect_concurrency.max(1)));
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(count);
@@ -64,7 +65,8 @@ impl Env {
                 let t = Instant::now();
                 let result = client::connect(&url, &sources).await;
                 drop(permit);
-                (i, result.map(|(ws, _)| ws), t.elapsed())
+                let result = result.map(|(ws, welcome)| (ws, client::node_of(&welcome, &url)));
+                (i, result, t.elapsed())
             }));
         }
         let mut handshake = stats::new_histogram();
@@ -74,9 +76,9 @@ impl Env {
         for task in tasks {
             let (i, result, took) = task.await.expect("connect task");
             match result {
-                Ok(ws) => {
+                Ok((ws, node)) => {
                     stats::record(&mut handshake, took.as_micros() as u64);
-                    out.push((i, ws));
+                    out.push((i, ws, node));
                 }
                 Err(e) => {
                     failed += 1;
@@ -255,8 +257,8 @@ impl Sampler {
 pub struct Frame<'a> {
     #[serde(rename = "type")]
     pub kind: &'a str,
-    #[serde(default)]
-    pub data: Option<Stamp>,
+    #[serde(default, borrow)]
+    pub data: Option<Stamp<'a>>,
     #[serde(default)]
     pub ok: Option<bool>,
     #[serde(default)]
@@ -273,12 +275,15 @@ pub struct Frame<'a> {
 }
 
 /// What every test message carries: sender, its sequence number towards
-/// this receiver, and the intended send time (µs since the run's start).
+/// this receiver, and the intended send time (µs since the run's start);
+/// traced messages (`--trace-fraction`) also their trace id.
 #[derive(serde::Deserialize)]
-pub struct Stamp {
+pub struct Stamp<'a> {
     pub p: u32,
     pub s: u64,
     pub t: u64,
+    #[serde(default, borrow)]
+    pub tr: Option<&'a str>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (the run's start stamp).

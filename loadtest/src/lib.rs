@@ -14,6 +14,7 @@
 //! * [`sampler`] — node RSS from /proc, `/metrics` scraping.
 //! * [`cluster`] — redis-server + N switchboard processes on free ports.
 //! * [`sink`] — a counting OTLP/HTTP endpoint for tracing-overhead runs.
+//! * [`traces`] — `--trace-fraction`: traced publishes, the slowest traced deliveries.
 
 pub mod churn;
 pub mod client;
@@ -28,6 +29,7 @@ pub mod sampler;
 pub mod sink;
 pub mod stats;
 pub mod summary;
+pub mod traces;
 
 use std::path::Path;
 
@@ -92,6 +94,23 @@ pub fn headline(s: &summary::Summary) -> String {
                     l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.count
                 ));
             }
+        }
+    }
+    if let Some(t) = &s.traces {
+        out.push_str(&format!(
+            "  traces: {} publishes traced (fraction {}), {} traced deliveries; slowest:\n",
+            t.traced_publishes, t.fraction, t.traced_deliveries
+        ));
+        for e in &t.slowest {
+            let at = e.offset.map_or(String::new(), |o| format!("#{o}"));
+            out.push_str(&format!(
+                "    trace {} {:.2} ms ({}{at} on {})",
+                e.trace_id, e.latency_ms, e.channel, e.node
+            ));
+            if let Some(url) = &t.jaeger_url {
+                out.push_str(&format!(" {}", report::trace_link(url, &e.trace_id)));
+            }
+            out.push('\n');
         }
     }
     if let Some(c) = &s.connect {

@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             reconnect_every,
             reconnect_fraction,
             reconnect_delay,
+            trace,
         } => {
             let (env, _cluster) = environment(&common, connections + publishers).await?;
             let params = FanoutParams {
@@ -110,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
                 reconnect_every_s: reconnect_every,
                 reconnect_fraction,
                 reconnect_delay_s: reconnect_delay,
+                trace: trace.into(),
             };
             finish(&common, &fanout::run(&env, &params).await?)
         }
@@ -157,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             publishers,
             publish_rate,
             receive,
+            trace,
         } => {
             let (env, _cluster) = environment(&common, concurrency + publishers).await?;
             let params = ChurnParams {
@@ -168,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
                 publishers,
                 publish_rate,
                 receive_s: receive,
+                trace: trace.into(),
             };
             finish(&common, &churn::run(&env, &params).await?)
         }

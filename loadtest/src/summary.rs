@@ -88,6 +88,37 @@ pub struct RecoveryFigures {
     pub catch_up: Option<LatencySummary>,
 }
 
+/// One of the slowest traced deliveries (`--trace-fraction`): the
+/// slowest delivery of its trace.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlowTrace {
+    /// W3C trace id, 32 hex digits: the trace the nodes exported.
+    pub trace_id: String,
+    pub channel: String,
+    /// The message's offset in its channel, if the frame had one.
+    pub offset: Option<u64>,
+    /// Publish (intended send time) → this delivery, ms.
+    pub latency_ms: f64,
+    /// The receiving node (the `node` of its `welcome` frame).
+    pub node: String,
+}
+
+/// What `--trace-fraction` traced (fanout, churn with `--recover`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TraceFigures {
+    /// The share of publishes asked to carry a `traceparent`.
+    pub fraction: f64,
+    /// Publishes sent with a fresh sampled `traceparent`.
+    pub traced_publishes: u64,
+    /// Live deliveries of traced messages received (replays not counted).
+    pub traced_deliveries: u64,
+    /// The traces whose slowest delivery was slowest, slowest first, at
+    /// most `--slowest`, one entry per trace.
+    pub slowest: Vec<SlowTrace>,
+    /// `--jaeger-url`: the report links trace ids to `URL/trace/<id>`.
+    pub jaeger_url: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub scenario: String,
@@ -118,4 +149,6 @@ pub struct Summary {
     pub metrics: Option<serde_json::Value>,
     /// With `--recover`.
     pub recovery: Option<RecoveryFigures>,
+    /// With `--trace-fraction` above 0.
+    pub traces: Option<TraceFigures>,
 }

@@ -66,6 +66,7 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
         reconnect_every_s: 0.0,
         reconnect_fraction: 0.0,
         reconnect_delay_s: 0.0,
+        trace: Default::default(),
     };
     let summary = fanout::run(&env, &params).await.expect("fanout runs");
     let delivery = summary.delivery.clone().unwrap();
@@ -79,6 +80,10 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
         summary.errors
     );
     assert_eq!(summary.latency.as_ref().unwrap().count, 8000);
+    assert!(
+        summary.traces.is_none(),
+        "--trace-fraction 0: nothing traced"
+    );
     assert!(!summary.samples.is_empty());
     let metrics = summary.metrics.as_ref().unwrap();
     assert_eq!(metrics["switchboard_deliveries_total"], 8000.0, "{metrics}");
@@ -124,6 +129,7 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
             publishers: 0,
             publish_rate: 0.0,
             receive_s: 0.0,
+            trace: Default::default(),
         },
     )
     .await
@@ -183,6 +189,7 @@ async fn recover_resumes_without_loss_or_duplicates() {
         reconnect_fraction: 0.2,
         // A channel gets a message every 40 ms: each drop misses some.
         reconnect_delay_s: 0.1,
+        trace: Default::default(),
     };
     let summary = fanout::run(&env, &params).await.expect("fanout runs");
     let d = summary.delivery.clone().unwrap();
@@ -238,6 +245,7 @@ async fn recover_resumes_without_loss_or_duplicates() {
             publishers: 1,
             publish_rate: 50.0,
             receive_s: 0.1,
+            trace: Default::default(),
         },
     )
     .await

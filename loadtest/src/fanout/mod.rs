@@ -39,6 +39,7 @@ use crate::env::{Env, Sampler};
 use crate::recover::{self, Counts, RecoverStats, Tracker};
 use crate::stats::{distribution, summarize, Delivery, SequenceTracker};
 use crate::summary::Summary;
+use crate::traces::TraceParams;
 use shared::Recovering;
 use subscribers::{recovering_subscriber, spawn_dropper, subscriber, Subscriber};
 
@@ -64,6 +65,8 @@ pub struct FanoutParams {
     /// How long a dropped subscriber stays away before reconnecting, s
     /// (what it misses meanwhile is replayed by the recovery).
     pub reconnect_delay_s: f64,
+    /// `--trace-fraction`, `--slowest`, `--jaeger-url`.
+    pub trace: TraceParams,
 }
 
 pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
@@ -81,9 +84,11 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
             && (0.0..=1.0).contains(&p.reconnect_fraction),
         "--reconnect-every and --reconnect-delay must be at least 0, --reconnect-fraction within 0..=1"
     );
+    p.trace.check()?;
     let t0 = Instant::now();
     let started_at_ms = crate::env::unix_ms();
     let mut shared = Shared::new(t0, p.channels, "lt", p.recover);
+    shared.traces = p.trace.start();
     if p.recover {
         shared.recover = Some(Recovering {
             stats: RecoverStats::default(),
@@ -109,20 +114,20 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
     let mut tasks = Vec::new();
     let mut subscribed = Vec::new();
     let mut subscribe_errors = 0;
-    for (i, mut ws) in subs {
+    for (i, mut ws, node) in subs {
         let k = i % p.channels;
         let result = match &shared.recover {
             Some(rec) => {
                 // Subscribed before anything is published: owed every message.
                 let mut tracker = Tracker::new(shared.channel(k), true);
                 let sub = recover::subscribe(&mut ws, 1, &mut tracker, None, &rec.stats, |f, s| {
-                    shared.on_new(i, f, s)
+                    shared.on_new(i, &node, f, s)
                 });
                 sub.await.map(|()| {
                     let at = tracker.ledger.position().map_or(0, |p| p.1);
                     rec.last_seen[i].store(at, Ordering::Relaxed);
-                    let task =
-                        recovering_subscriber(ws, i, tracker, shared.clone(), stop_rx.clone());
+                    let (shared, stop) = (shared.clone(), stop_rx.clone());
+                    let task = recovering_subscriber(ws, i, node, tracker, shared, stop);
                     Subscriber::Recovering(k, tokio::spawn(task))
                 })
             }
@@ -130,7 +135,7 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
                 let frame =
                     serde_json::json!({"type": "subscribe", "id": 1, "channel": shared.channel(k)});
                 client::request(&mut ws, frame).await.map(|_| {
-                    let task = subscriber(ws, i, shared.clone(), stop_rx.clone());
+                    let task = subscriber(ws, i, node, shared.clone(), stop_rx.clone());
                     Subscriber::Plain(tokio::spawn(task))
                 })
             }
@@ -182,7 +187,7 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
     let publishers: Vec<_> = pubs
         .into_iter()
         .enumerate()
-        .map(|(j, (_, ws))| tokio::spawn(publisher(ws, j, p.clone(), shared.clone(), start)))
+        .map(|(j, (_, ws, _))| tokio::spawn(publisher(ws, j, p.clone(), shared.clone(), start)))
         .collect();
     let mut published = 0;
     for task in publishers {
@@ -279,5 +284,6 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
         nodes,
         metrics: (!env.metrics_urls.is_empty()).then(|| crate::sampler::deltas(&before, &after)),
         recovery,
+        traces: shared.traces.as_ref().map(|t| t.figures()),
     })
 }

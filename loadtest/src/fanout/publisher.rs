@@ -12,8 +12,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{FanoutParams, Shared};
 use crate::client::Ws;
+use crate::traces::{self, TRACE_FIELD_LEN};
 
-/// Publish on schedule; returns how many frames were sent.
+/// Publish on schedule; returns how many frames were sent. With
+/// `--trace-fraction`, that share of them (at random) carries a fresh
+/// sampled `traceparent`, and the trace id in `data` in place of as much
+/// padding (see [`crate::traces`]).
 pub(crate) async fn publisher(
     ws: Ws,
     j: usize,
@@ -70,6 +74,10 @@ pub(crate) async fn publisher(
     let period = Duration::from_secs_f64(p.publishers as f64 / p.rate);
     let end = start + Duration::from_secs_f64(p.duration_s);
     let pad = "x".repeat(p.payload);
+    let mut tracing = shared.traces.as_ref().map(|t| {
+        let pad = "x".repeat(p.payload.saturating_sub(TRACE_FIELD_LEN));
+        (t, fastrand::Rng::new(), pad)
+    });
     let mut seqs = vec![0u64; channels];
     let mut n = 0u64;
     loop {
@@ -81,17 +89,28 @@ pub(crate) async fn publisher(
         tokio::time::sleep_until(intended.into()).await;
         let k = (n as usize + j) % channels;
         let t = intended.duration_since(shared.t0).as_micros();
-        let frame = format!(
-            r#"{{"type":"publish","id":{n},"channel":"{}","data":{{"p":{j},"s":{},"t":{t},"pad":"{pad}"}}}}"#,
-            shared.channel(k),
-            seqs[k]
-        );
+        let (channel, s) = (shared.channel(k), seqs[k]);
+        let traced = tracing.as_mut().and_then(|(traces, rng, pad)| {
+            let traced = rng.f64() < traces.fraction();
+            traced.then(|| (*traces, traces::traceparent(rng), pad.as_str()))
+        });
+        let frame = match &traced {
+            Some((_, (id, tp), pad)) => format!(
+                r#"{{"type":"publish","id":{n},"channel":"{channel}","traceparent":"{tp}","data":{{"p":{j},"s":{s},"t":{t},"tr":"{id}","pad":"{pad}"}}}}"#
+            ),
+            None => format!(
+                r#"{{"type":"publish","id":{n},"channel":"{channel}","data":{{"p":{j},"s":{s},"t":{t},"pad":"{pad}"}}}}"#
+            ),
+        };
         seqs[k] += 1;
         if let Err(e) = sink.send(Message::text(frame)).await {
             shared.error(format!("publisher {j}: {e}"));
             break;
         }
         shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        if let Some((traces, ..)) = traced {
+            traces.published();
+        }
         n += 1;
     }
     let _ = sent_tx.send(n);

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::client::Sources;
-use crate::env::{micros_since, Counters, Frame, Latencies};
+use crate::env::{micros_since, Counters, Frame, Latencies, Stamp};
 use crate::recover::{Acked, RecoverStats, Seen};
+use crate::traces::Traces;
 
 /// State shared by the publishers and subscribers of a run (the churn
 /// scenario's `--recover` publishers use it too).
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     /// The acknowledged offsets (`--recover`).
     pub(crate) acked: Option<Acked>,
     pub(super) recover: Option<Recovering>,
+    /// `--trace-fraction` above 0: traced publishes, slowest traced deliveries.
+    pub(crate) traces: Option<Traces>,
 }
 
 /// What recovering subscribers share.
@@ -56,6 +59,7 @@ impl Shared {
             errors: Mutex::new(Vec::new()),
             acked: acked.then(|| Acked::new(channels)),
             recover: None,
+            traces: None,
         }
     }
 
@@ -66,12 +70,34 @@ impl Shared {
         }
     }
 
+    /// The instant latencies are measured from.
+    pub(crate) fn t0(&self) -> Instant {
+        self.t0
+    }
+
     pub(crate) fn channel(&self, k: usize) -> String {
         format!("{}{k}", self.prefix)
     }
 
-    /// A recovering subscriber got a new message (live or replayed).
-    pub(super) fn on_new(&self, i: usize, frame: &Frame, seen: &Seen) {
+    /// A live delivery at `now` (µs since t0) on `node`: if its message
+    /// was traced, a candidate for the slowest traces. Nothing to do for
+    /// an untraced message, and nothing at all without `--trace-fraction`.
+    pub(crate) fn traced(&self, frame: &Frame, now: u64, node: &str) {
+        if let (
+            Some(traces),
+            Some(Stamp {
+                t, tr: Some(id), ..
+            }),
+        ) = (&self.traces, &frame.data)
+        {
+            let channel = frame.channel.unwrap_or_default();
+            traces.offer(id, channel, frame.offset, now.saturating_sub(*t), node);
+        }
+    }
+
+    /// A recovering subscriber, connected to `node`, got a new message
+    /// (live or replayed).
+    pub(super) fn on_new(&self, i: usize, node: &str, frame: &Frame, seen: &Seen) {
         let (Seen::Live(offset) | Seen::Replayed(offset)) = *seen else {
             return;
         };
@@ -85,6 +111,7 @@ impl Shared {
         // recovery's, measured separately.
         if let (Seen::Live(_), Some(stamp)) = (seen, &frame.data) {
             self.latencies.record(i, now.saturating_sub(stamp.t));
+            self.traced(frame, now, node);
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::stats::SequenceTracker;
 pub(super) async fn subscriber(
     mut ws: Ws,
     shard: usize,
+    node: String,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> SequenceTracker {
@@ -38,8 +39,9 @@ pub(super) async fn subscriber(
                 if frame.kind != "message" {
                     continue;
                 }
-                let Some(stamp) = frame.data else { continue };
+                let Some(stamp) = &frame.data else { continue };
                 shared.latencies.record(shard, now.saturating_sub(stamp.t));
+                shared.traced(&frame, now, &node);
                 shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 shared.last_delivery_us.fetch_max(now, Ordering::Relaxed);
                 tracker.observe(stamp.p, stamp.s);
@@ -60,12 +62,13 @@ pub(super) async fn subscriber(
     tracker
 }
 
-/// A `--recover` subscriber: reads its channel, and when its connection
-/// ends (or it is told to drop it) connects again — to the next node —
-/// and resumes with `subscribe {since}`, until stopped.
+/// A `--recover` subscriber, connected to `node`: reads its channel, and
+/// when its connection ends (or it is told to drop it) connects again — to
+/// the next node — and resumes with `subscribe {since}`, until stopped.
 pub(super) async fn recovering_subscriber(
     mut ws: Ws,
     i: usize,
+    mut node: String,
     mut tracker: Tracker,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -89,7 +92,7 @@ pub(super) async fn recovering_subscriber(
                         continue;
                     };
                     let seen = tracker.on_frame(&frame, &rec.stats);
-                    shared.on_new(i, &frame, &seen);
+                    shared.on_new(i, &node, &frame, &seen);
                 }
                 Some(Ok(Message::Close(frame))) => {
                     shared.error(format!("subscriber closed by server: {frame:?}"));
@@ -124,24 +127,28 @@ pub(super) async fn recovering_subscriber(
             let url =
                 client::with_query(&rec.nodes[(i + attempts) % rec.nodes.len()], "user", &user);
             let attempt = async {
-                let (mut ws, _) = client::connect(&url, &rec.sources).await?;
+                let (mut ws, welcome) = client::connect(&url, &rec.sources).await?;
+                let at = client::node_of(&welcome, &url);
                 recover::subscribe(
                     &mut ws,
                     1,
                     &mut tracker,
                     Some(lost_at),
                     &rec.stats,
-                    |f, seen| shared.on_new(i, f, seen),
+                    |f, seen| shared.on_new(i, &at, f, seen),
                 )
                 .await?;
-                anyhow::Ok(ws)
+                anyhow::Ok((ws, at))
             };
             let result = tokio::select! {
                 r = attempt => r,
                 _ = stop.changed() => return tracker,
             };
             match result {
-                Ok(ws) => break ws,
+                Ok((ws, at)) => {
+                    node = at;
+                    break ws;
+                }
                 Err(e) => {
                     rec.stats.reconnect_errors.fetch_add(1, Ordering::Relaxed);
                     shared.error(format!("reconnect {user}: {e:#}"));

@@ -93,13 +93,14 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<tokio_tungstenite::tungstenite
 }
 
 /// Read `tracker`'s channel for at least `hold`, and on until a recovery's
-/// replay is complete (at most `cap`).
+/// replay is complete (at most `cap`); every frame read also goes to `on_new`.
 pub async fn receive(
     ws: &mut Ws,
     tracker: &mut Tracker,
     stats: &RecoverStats,
     hold: std::time::Duration,
     cap: std::time::Duration,
+    mut on_new: impl FnMut(&Frame, &Seen),
 ) -> anyhow::Result<()> {
     let now = Instant::now();
     let (until, cap) = (now + hold, now + cap.max(hold));
@@ -112,7 +113,8 @@ pub async fn receive(
             continue;
         };
         if let Ok(frame) = serde_json::from_str::<Frame>(text?.as_str()) {
-            tracker.on_frame(&frame, stats);
+            let seen = tracker.on_frame(&frame, stats);
+            on_new(&frame, &seen);
         }
     }
 }

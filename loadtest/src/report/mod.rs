@@ -8,14 +8,17 @@
 //! change or vanish.
 //!
 //! This file lays out the document (headline table, sections, raw
-//! summary); the SVG charts are drawn in `chart`.
+//! summary); the SVG charts are drawn in `chart`, the slowest traces'
+//! table in `traces`.
 
 mod chart;
+mod traces;
 
 use std::fmt::Write as _;
 
 use crate::summary::{Sample, Summary};
 use chart::{latency_chart, time_chart, Series};
+pub use traces::trace_link;
 
 const CSS: &str = concat!(
     "body{font-family:system-ui,sans-serif;max-width:800px;margin:2em auto;padding:0 1em}",
@@ -61,6 +64,10 @@ pub fn render_html(summary: &Summary) -> String {
               <code>subscribe</code> reply with <code>recovered: true</code>; caught up, to \
               the last replayed message.</p>\n";
         h += &latency_chart("Recovery time by percentile", &r.recovery_distribution);
+    }
+
+    if let Some(t) = &s.traces {
+        h += &traces::section(t);
     }
 
     h += "<h2>Over time</h2>\n";
@@ -152,6 +159,10 @@ fn headline_rows(s: &Summary) -> Vec<(String, String)> {
                 row(&format!("{what} max"), ms(l.max_ms));
             }
         }
+    }
+    if let Some(t) = &s.traces {
+        row("traced publishes", t.traced_publishes.to_string());
+        row("traced deliveries", t.traced_deliveries.to_string());
     }
     if let Some(l) = &s.latency {
         row("latency samples", l.count.to_string());
