@@ -21,7 +21,7 @@ use crate::env::{Counters, Env, Latencies, Sampler};
 use crate::fanout::{self, FanoutParams};
 use crate::recover::{self, Counts, RecoverStats, Tracker};
 use crate::stats::{distribution, summarize, Delivery};
-use crate::summary::{ConnectFigures, Summary};
+use crate::summary::{ConnectFigures, RecoveryFigures, Summary};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChurnParams {
@@ -116,7 +116,13 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
     let errors = Arc::new(Mutex::new((0u64, Vec::<String>::new())));
     let stats = Arc::new(RecoverStats::default());
     // --recover: publishers on the churn channels, acknowledgements recorded.
-    let publishing = Arc::new(fanout::Shared::new(t0, p.channels, "churn", true));
+    let mut publishing = fanout::Shared::new(t0, p.channels, "churn", true);
+    publishing.redial = Some(fanout::Redial {
+        nodes: env.nodes.clone(),
+        sources: env.sources.clone(),
+        user: "churnpub",
+    });
+    let publishing = Arc::new(publishing);
     let pubs = if p.recover {
         let (pubs, _, pub_errors) = env
             .connect_many(p.publishers, |j| format!("churnpub{j}"))
@@ -244,7 +250,12 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
                 duplicates: counts.duplicates,
                 lost: counts.lost,
             };
-            (Some(delivery), Some(stats.figures(&counts)))
+            let publisher_reconnects = publishing.publisher_reconnects.load(Ordering::Relaxed);
+            let figures = RecoveryFigures {
+                publisher_reconnects,
+                ..stats.figures(&counts)
+            };
+            (Some(delivery), Some(figures))
         }
         _ => (None, None),
     };

@@ -28,6 +28,18 @@ pub(crate) struct Shared {
     /// The acknowledged offsets (`--recover`).
     pub(crate) acked: Option<Acked>,
     pub(super) recover: Option<Recovering>,
+    /// `--recover`: where publishers connect again when a connection ends.
+    pub(crate) redial: Option<Redial>,
+    /// Publisher connections made again after one ended.
+    pub(crate) publisher_reconnects: AtomicU64,
+}
+
+/// Where a publisher reconnects (the run's nodes, in turn) and as whom.
+pub(crate) struct Redial {
+    pub(crate) nodes: Vec<String>,
+    pub(crate) sources: Arc<Sources>,
+    /// Publisher j is user `{user}{j}`.
+    pub(crate) user: &'static str,
 }
 
 /// What recovering subscribers share.
@@ -56,6 +68,8 @@ impl Shared {
             errors: Mutex::new(Vec::new()),
             acked: acked.then(|| Acked::new(channels)),
             recover: None,
+            redial: None,
+            publisher_reconnects: AtomicU64::new(0),
         }
     }
 
