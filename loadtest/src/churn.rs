@@ -21,7 +21,7 @@ use crate::env::{micros_since, Counters, Env, Frame, Latencies, Sampler};
 use crate::fanout::{self, FanoutParams};
 use crate::recover::{self, Counts, RecoverStats, Seen, Tracker};
 use crate::stats::{distribution, summarize, Delivery};
-use crate::summary::{ConnectFigures, Summary};
+use crate::summary::{ConnectFigures, RecoveryFigures, Summary};
 use crate::traces::TraceParams;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -136,6 +136,11 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
     // --recover: publishers on the churn channels, acknowledgements recorded.
     let mut publishing = fanout::Shared::new(t0, p.channels, "churn", true);
     publishing.traces = p.trace.start();
+    publishing.redial = Some(fanout::Redial {
+        nodes: env.nodes.clone(),
+        sources: env.sources.clone(),
+        user: "churnpub",
+    });
     let publishing = Arc::new(publishing);
     let pubs = if p.recover {
         let (pubs, _, pub_errors) = env
@@ -268,7 +273,12 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
                 duplicates: counts.duplicates,
                 lost: counts.lost,
             };
-            (Some(delivery), Some(stats.figures(&counts)))
+            let publisher_reconnects = publishing.publisher_reconnects.load(Ordering::Relaxed);
+            let figures = RecoveryFigures {
+                publisher_reconnects,
+                ..stats.figures(&counts)
+            };
+            (Some(delivery), Some(figures))
         }
         _ => (None, None),
     };

@@ -87,6 +87,12 @@ pub fn headline(s: &summary::Summary) -> String {
             r.replayed,
             r.unrecoverable
         ));
+        if r.publisher_reconnects > 0 {
+            out.push_str(&format!(
+                "  publishers reconnected {} times\n",
+                r.publisher_reconnects
+            ));
+        }
         for (what, l) in [("recovery", &r.recovery), ("caught up", &r.catch_up)] {
             if let Some(l) = l {
                 out.push_str(&format!(

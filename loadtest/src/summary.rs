@@ -62,6 +62,8 @@ pub struct RecoveryFigures {
     pub connection_ends: u64,
     /// Reconnect attempts (connect or subscribe) that failed and were retried.
     pub reconnect_errors: u64,
+    /// Publisher connections made again after one ended (a drained node).
+    pub publisher_reconnects: u64,
     /// Subscribes sent with `since`.
     pub subscribes_with_since: u64,
     /// Replies with `recovered: true`.

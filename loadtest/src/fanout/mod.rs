@@ -26,7 +26,7 @@ mod subscribers;
 
 // Churn's `--recover` publishers are fanout's.
 pub(crate) use publisher::publisher;
-pub(crate) use shared::Shared;
+pub(crate) use shared::{Redial, Shared};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use crate::client;
 use crate::env::{Env, Sampler};
 use crate::recover::{self, Counts, RecoverStats, Tracker};
 use crate::stats::{distribution, summarize, Delivery, SequenceTracker};
-use crate::summary::Summary;
+use crate::summary::{RecoveryFigures, Summary};
 use crate::traces::TraceParams;
 use shared::Recovering;
 use subscribers::{recovering_subscriber, spawn_dropper, subscriber, Subscriber};
@@ -99,6 +99,11 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
                 .collect(),
             drops: (0..p.connections).map(|_| Notify::new()).collect(),
             away: Duration::from_secs_f64(p.reconnect_delay_s),
+        });
+        shared.redial = Some(Redial {
+            nodes: env.nodes.clone(),
+            sources: env.sources.clone(),
+            user: "pub",
         });
     }
     let shared = Arc::new(shared);
@@ -258,7 +263,10 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
                 duplicates: counts.duplicates,
                 lost: counts.lost,
             },
-            Some(rec.stats.figures(&counts)),
+            Some(RecoveryFigures {
+                publisher_reconnects: shared.publisher_reconnects.load(Ordering::Relaxed),
+                ..rec.stats.figures(&counts)
+            }),
         ),
         None => (
             Delivery::new(expected(&shared), tracker.received, tracker.duplicates),

@@ -31,6 +31,18 @@ pub(crate) struct Shared {
     pub(super) recover: Option<Recovering>,
     /// `--trace-fraction` above 0: traced publishes, slowest traced deliveries.
     pub(crate) traces: Option<Traces>,
+    /// `--recover`: where publishers connect again when a connection ends.
+    pub(crate) redial: Option<Redial>,
+    /// Publisher connections made again after one ended.
+    pub(crate) publisher_reconnects: AtomicU64,
+}
+
+/// Where a publisher reconnects (the run's nodes, in turn) and as whom.
+pub(crate) struct Redial {
+    pub(crate) nodes: Vec<String>,
+    pub(crate) sources: Arc<Sources>,
+    /// Publisher j is user `{user}{j}`.
+    pub(crate) user: &'static str,
 }
 
 /// What recovering subscribers share.
@@ -60,6 +72,8 @@ impl Shared {
             acked: acked.then(|| Acked::new(channels)),
             recover: None,
             traces: None,
+            redial: None,
+            publisher_reconnects: AtomicU64::new(0),
         }
     }
 

@@ -65,6 +65,7 @@ impl RecoverStats {
             dropped: get(&self.dropped),
             connection_ends: get(&self.connection_ends),
             reconnect_errors: get(&self.reconnect_errors),
+            publisher_reconnects: 0,
             subscribes_with_since: get(&self.with_since),
             recovered: get(&self.recovered),
             not_recovered: get(&self.not_recovered),
