@@ -87,6 +87,12 @@ impl Client {
         self.ws.send(msg).await.expect("send");
     }
 
+    /// Send, or false if the connection is already closed (a server that
+    /// ends a flood may close before the client has sent it all).
+    pub async fn try_send(&mut self, msg: Message) -> bool {
+        self.ws.send(msg).await.is_ok()
+    }
+
     /// The next message from the socket, pings and pongs included.
     async fn read_message(&mut self) -> Message {
         tokio::time::timeout(WAIT, self.ws.next())
