@@ -71,6 +71,16 @@ impl Deliver<'_> {
 }
 
 impl Seen {
+    /// A channel with no stream in Redis yet: the first message sets the pace.
+    fn untracked() -> Seen {
+        Seen {
+            epoch: String::new(),
+            last: 0,
+            announced: 0,
+            fresh: true,
+        }
+    }
+
     /// Tracking that starts at a live message.
     fn first(epoch: &str, offset: u64) -> Seen {
         Seen {
@@ -143,7 +153,36 @@ impl Tracker {
         for (channel, position) in channels {
             match self.channels.get(&channel).cloned() {
                 Some(mut seen) => {
-                    fill(to, &channel, &mut seen, None).await;
+                    // Catch up only to where the channel stood before the
+                    // SUBSCRIBE: what came after arrives live (and must not
+                    // be announced as lost).
+                    let upto = match position {
+                        None => None,
+                        Some((epoch, _)) if epoch.is_empty() => {
+                            // Redis has no stream for it any more: what was
+                            // tracked went with it (restart without
+                            // persistence, expiry).
+                            if !seen.epoch.is_empty() {
+                                to.resync(&channel, "epoch_changed");
+                            }
+                            self.channels.insert(channel, Seen::untracked());
+                            continue;
+                        }
+                        Some((epoch, offset)) if !seen.epoch.is_empty() && epoch != seen.epoch => {
+                            to.resync(&channel, "epoch_changed");
+                            seen = Seen {
+                                epoch,
+                                last: 0,
+                                announced: offset,
+                                fresh: false,
+                            };
+                            Some(offset)
+                        }
+                        Some((_, offset)) => Some(offset),
+                    };
+                    if upto.map_or(true, |upto| upto > seen.last) {
+                        fill(to, &channel, &mut seen, upto).await;
+                    }
                     self.channels.insert(channel, seen);
                 }
                 None => {
