@@ -106,31 +106,30 @@ impl MemoryBroker {
             .clone()
     }
 
-    /// Drop the streams nobody listens to that keep nothing. A stream busy
-    /// right now is left for the next sweep.
+    /// Drop the streams nobody listens to that keep nothing.
     fn sweep(&self) {
         let now = Instant::now();
-        lock(&self.streams).retain(|channel, stream| {
-            let Ok(mut s) = stream.try_lock() else {
-                return true;
-            };
-            !s.expire(now) || self.hub.has_members(&Topic::Channel(channel.clone()))
-        });
+        lock(&self.streams).retain(|channel, stream| !self.idle(channel, stream, now));
     }
 
     /// Forget a stream that nobody listens to and that keeps nothing, or
     /// publishing to ever-new channel names would grow the map without bound.
     fn forget_if_idle(&self, channel: &str) {
-        let topic = Topic::Channel(channel.to_owned());
         let mut streams = lock(&self.streams);
-        let idle = streams.get(channel).is_some_and(|stream| {
-            stream
-                .try_lock()
-                .is_ok_and(|mut s| s.expire(Instant::now()))
-        });
-        if idle && !self.hub.has_members(&topic) {
+        if streams
+            .get(channel)
+            .is_some_and(|stream| self.idle(channel, stream, Instant::now()))
+        {
             streams.remove(channel);
         }
+    }
+
+    /// Nobody listens to the channel and its stream keeps nothing (once its
+    /// expired history and keys are dropped). A stream busy right now is
+    /// not idle: the next sweep looks again.
+    fn idle(&self, channel: &str, stream: &Mutex<Stream>, now: Instant) -> bool {
+        stream.try_lock().is_ok_and(|mut s| s.expire(now))
+            && !self.hub.has_members(&Topic::Channel(channel.to_owned()))
     }
 }
 
