@@ -180,9 +180,7 @@ impl Tracker {
                         }
                         Some((_, offset)) => Some(offset),
                     };
-                    if upto.map_or(true, |upto| upto > seen.last) {
-                        fill(to, &channel, &mut seen, upto).await;
-                    }
+                    fill(to, &channel, &mut seen, upto).await;
                     self.channels.insert(channel, seen);
                 }
                 None => {
@@ -212,7 +210,8 @@ impl Tracker {
 /// from history, in order, and move `seen` past them; announce with a
 /// `resync` the ones history does not have (unless already announced).
 async fn fill(to: &Deliver<'_>, channel: &str, seen: &mut Seen, upto: Option<u64>) {
-    if upto.is_some_and(|upto| upto <= seen.announced) {
+    // Nothing to deliver, or the gap was announced already.
+    if upto.is_some_and(|upto| upto <= seen.last || upto <= seen.announced) {
         return;
     }
     let query = HistoryQuery {
