@@ -55,7 +55,8 @@ return {off, ep}
 "#;
 
 /// KEYS: meta, history stream. ARGV: first id (`-`: the oldest), count,
-/// reverse (1/0), new epoch, meta TTL (s). Returns {epoch, offset, entries}.
+/// reverse (1/0), new epoch, meta TTL (s). Returns {epoch, offset, entries}
+/// (no entries for a count of 0: only the position is asked for).
 const HISTORY_LUA: &str = r#"
 local ep = redis.call('HGET', KEYS[1], 'e')
 if not ep then
@@ -65,8 +66,10 @@ if not ep then
   redis.call('DEL', KEYS[2])
 end
 local off = redis.call('HGET', KEYS[1], 'o') or '0'
-local entries
-if ARGV[3] == '1' then
+local entries = {}
+if ARGV[2] == '0' then
+  -- only the position
+elseif ARGV[3] == '1' then
   entries = redis.call('XREVRANGE', KEYS[2], '+', ARGV[1], 'COUNT', ARGV[2])
 else
   entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
@@ -110,7 +113,7 @@ impl Streams {
                 .key(self.keys.channel_meta(channel))
                 .key(self.keys.channel_history(channel))
                 .arg(first)
-                .arg(q.limit.max(1))
+                .arg(q.limit)
                 .arg(if q.reverse { "1" } else { "0" })
                 .arg(new_epoch())
                 .arg(CHANNEL_META_TTL.as_secs())
@@ -130,9 +133,6 @@ impl Streams {
             if let (Some(offset), Some((_, frame))) = (offset, frame) {
                 messages.push((offset, ByteString::from(frame)));
             }
-        }
-        if q.limit == 0 {
-            messages.clear();
         }
         Ok(History {
             top: Position { offset, epoch },
