@@ -1,23 +1,22 @@
 //! One task per WebSocket: everything a connection does happens here, in a
 //! single `select!` over the client's frames, the outbox the hub fills, the
-//! heartbeat timer and the close signal.
+//! socket becoming writable, the heartbeat timer and the close signal.
 //!
-//! Writes to the socket can block when the client stops reading, so every
-//! write also watches the close signal and the heartbeat deadline: a stuck
-//! client is closed (slow consumer, heartbeat timeout) instead of parking
-//! its task forever. The task owns no locks; it calls the gateway for
-//! commands and the hub only to register and unregister.
+//! The task owns its socket (`socket::Socket`): deliveries go from the
+//! outbox straight into one vectored write, with no other task in between.
+//! A socket that does not take them (the client stops reading) leaves them
+//! queued; the loop then reads no further frames and takes nothing more
+//! from the outbox, which fills up and closes the connection as a slow
+//! consumer, while the close signal and the heartbeat deadline still end a
+//! stuck client. The task owns no locks; it calls the gateway for commands
+//! and the hub only to register and unregister.
 //!
-//! One file of about 400 lines on purpose: the loop, its guarded writes and
-//! its exits are one state machine, easier to check side by side.
+//! One file of about 400 lines on purpose: the loop, its events and its
+//! exits are one state machine, easier to check side by side.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, ProtocolError, Session};
-use bytestring::ByteString;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -28,17 +27,18 @@ use crate::gateway::Caller;
 use crate::gateway::Gateway;
 use crate::handshake::Permit;
 use crate::hub::{Closer, ConnId, Member};
-use crate::inbound::{classify, limited};
+use crate::inbound::classify;
 use crate::metrics;
 use crate::outbox::Outbox;
 use crate::presence::ClientInfo;
 use crate::protocol::{self, Command, ErrorBody, ErrorCode, Request, ServerFrame};
 use crate::ratelimit::{RateLimit, Verdict};
+use crate::socket::{CloseReason, Inbound, Read, Socket, WireFrame};
 use crate::telemetry;
 
-/// Frames written per wake-up beyond the first, before the loop looks at
-/// inbound frames and timers again.
-const WRITE_BATCH: usize = 32;
+/// Frames taken from the outbox per wake-up beyond the first, and so
+/// written with one `writev`, before the loop looks at its other work.
+const WRITE_BATCH: usize = 64;
 
 /// How long a close handshake may take before the socket is simply dropped.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -53,17 +53,28 @@ enum Exit {
     Gone,
 }
 
+/// What woke the loop.
+enum Event {
+    Close(Disconnect),
+    TokenExpired,
+    Deliver(Option<WireFrame>),
+    Readable,
+    Inbound,
+    Writable,
+    Tick,
+    Silence,
+    SocketError,
+}
+
 pub fn new_conn_id() -> ConnId {
     format!("{:016x}", fastrand::u64(..)).into()
 }
 
 /// Serve one upgraded WebSocket, admitted as `client` (`Gateway::admit`),
-/// until it closes. Runs on the worker that accepted it (the message
-/// stream is not `Send`).
-pub async fn serve(
+/// until it closes. Runs on the worker that accepted it.
+pub(crate) async fn serve(
     gw: Arc<Gateway>,
-    session: Session,
-    stream: actix_ws::MessageStream,
+    socket: Socket,
     identity: Identity,
     client: Arc<ClientInfo>,
     permit: Permit,
@@ -74,14 +85,13 @@ pub async fn serve(
     // lifecycle span is made at close by `telemetry::connection_ended`.)
     let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
     let max_rate = gw.settings().max_messages_per_second;
-    let stream = limited(stream, gw.settings().max_message_bytes);
     let outbox = Arc::new(Outbox::new(gw.settings().outbox_capacity));
     Connection {
         gw,
         conn,
         client,
         user,
-        session,
+        socket,
         outbox,
         closer: Arc::new(Closer::default()),
         last_seen: Instant::now(),
@@ -90,7 +100,7 @@ pub async fn serve(
         token_expires: identity.expires.map(deadline_of),
         access: identity.access,
     }
-    .run(stream, permit)
+    .run(permit)
     .instrument(span)
     .await;
 }
@@ -101,7 +111,7 @@ struct Connection {
     /// As registered at admission.
     client: Arc<ClientInfo>,
     user: Arc<str>,
-    session: Session,
+    socket: Socket,
     /// Deliveries queued by the hub; replies wait behind them (see `reply`).
     outbox: Arc<Outbox>,
     closer: Arc<Closer>,
@@ -123,7 +133,7 @@ fn deadline_of(at: std::time::SystemTime) -> Instant {
 }
 
 impl Connection {
-    async fn run(mut self, mut stream: AggregatedMessageStream, permit: Permit) {
+    async fn run(mut self, permit: Permit) {
         let gw = self.gw.clone();
         let outbox = self.outbox.clone();
         let member = Member {
@@ -140,17 +150,16 @@ impl Connection {
             heartbeat_ms: gw.settings().heartbeat_interval.as_millis() as u64,
         }
         .encode();
-        let welcomed = self.write(welcome.into()).await;
+        let welcomed = self.send(&WireFrame::text(&welcome));
         // The handshake is over: its admission slot is free again.
         drop(permit);
         let exit = match welcomed {
             Err(exit) => exit,
-            Ok(()) => self.event_loop(&mut stream, &outbox).await,
+            Ok(()) => self.event_loop(&outbox).await,
         };
 
         outbox.close();
         gw.detach(&self.conn).await;
-        let closing = self.session.clone();
         let reason = match exit {
             Exit::Server(d) => {
                 self.closed_with(d.code(), d.name());
@@ -170,11 +179,12 @@ impl Connection {
             }
         };
         // A client that does not read cannot take a close frame either:
-        // give up after a moment and let the dropped session end the socket.
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing.close(reason)).await;
+        // `close` gives up after a moment and drops the socket.
+        self.socket.queue(&WireFrame::close(reason));
+        self.socket.close(CLOSE_TIMEOUT).await;
     }
 
-    async fn event_loop(&mut self, stream: &mut AggregatedMessageStream, outbox: &Outbox) -> Exit {
+    async fn event_loop(&mut self, outbox: &Outbox) -> Exit {
         let interval = self.gw.settings().heartbeat_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         // One close-signal future for the whole loop: registering a fresh
@@ -198,16 +208,39 @@ impl Connection {
                 armed_for = self.token_expires;
                 expiry.as_mut().reset(armed_for.unwrap_or(far));
             }
-            let step = tokio::select! {
-                reason = &mut closed => Err(Exit::Server(reason)),
-                () = &mut expiry, if armed_for.is_some() => Err(Exit::Server(Disconnect::TokenExpired)),
-                frame = outbox.recv() => match frame {
-                    Some(frame) => self.write_queued(frame, outbox).await,
-                    None => Err(Exit::Server(Disconnect::InternalError)),
+            // While the socket does not take what is queued, neither new
+            // deliveries nor the client's next frames are taken on.
+            let open = !self.socket.backlogged();
+            let inbound = self.socket.has_next();
+            let event = tokio::select! {
+                reason = &mut closed => Event::Close(reason),
+                () = &mut expiry, if armed_for.is_some() => Event::TokenExpired,
+                frame = outbox.recv(), if open => Event::Deliver(frame),
+                () = std::future::ready(()), if open && inbound => Event::Inbound,
+                ready = self.socket.readable(), if open && !inbound => match ready {
+                    Ok(()) => Event::Readable,
+                    Err(_) => Event::SocketError,
                 },
-                msg = stream.recv() => self.on_message(msg).await,
-                _ = ticker.tick() => self.on_tick().await,
-                () = &mut silence => {
+                ready = self.socket.writable(), if !open => match ready {
+                    Ok(()) => Event::Writable,
+                    Err(_) => Event::SocketError,
+                },
+                _ = ticker.tick() => Event::Tick,
+                () = &mut silence => Event::Silence,
+            };
+            let step = match event {
+                Event::Close(reason) => Err(Exit::Server(reason)),
+                Event::TokenExpired => Err(Exit::Server(Disconnect::TokenExpired)),
+                Event::Deliver(Some(frame)) => self.deliver(&frame, outbox),
+                Event::Deliver(None) => Err(Exit::Server(Disconnect::InternalError)),
+                Event::Readable => {
+                    self.socket.read();
+                    Ok(())
+                }
+                Event::Inbound => self.on_read().await,
+                Event::Writable => self.flush(),
+                Event::Tick => self.on_tick(),
+                Event::Silence => {
                     let deadline = self.heartbeat_deadline();
                     if Instant::now() >= deadline {
                         Err(timed_out(&self.gw))
@@ -216,6 +249,7 @@ impl Connection {
                         Ok(())
                     }
                 }
+                Event::SocketError => Err(Exit::Gone),
             };
             if let Err(exit) = step {
                 return exit;
@@ -275,76 +309,84 @@ impl Connection {
     }
 
     /// Write a frame from the outbox and whatever else is already queued
-    /// behind it (bounded, so inbound frames and the heartbeat get a turn).
-    async fn write_queued(&mut self, frame: ByteString, outbox: &Outbox) -> Result<(), Exit> {
-        self.write(frame).await?;
+    /// behind it (bounded, so inbound frames and the heartbeat get a turn),
+    /// all in one vectored write.
+    fn deliver(&mut self, frame: &WireFrame, outbox: &Outbox) -> Result<(), Exit> {
+        self.socket.queue(frame);
         for _ in 0..WRITE_BATCH {
             match outbox.try_recv() {
-                Some(frame) => self.write(frame).await?,
+                Some(frame) => self.socket.queue(&frame),
                 None => break,
             }
         }
-        Ok(())
+        self.flush()
+    }
+
+    /// Write what the socket takes now; the rest waits for `Writable`.
+    fn flush(&mut self) -> Result<(), Exit> {
+        self.socket.flush().map(drop).map_err(|_| Exit::Gone)
+    }
+
+    /// Queue a frame and write what the socket takes.
+    fn send(&mut self, frame: &WireFrame) -> Result<(), Exit> {
+        self.socket.queue(frame);
+        self.flush()
     }
 
     /// Send a reply after every delivery already queued: a reply never
     /// overtakes a message the hub queued before the command ran, so no
     /// message of a channel arrives after its `unsubscribe` reply.
-    async fn reply(&mut self, frame: String) -> Result<(), Exit> {
+    fn reply(&mut self, frame: &str) -> Result<(), Exit> {
         while let Some(queued) = self.outbox.try_recv() {
-            self.write(queued).await?;
+            self.socket.queue(&queued);
         }
-        self.write(frame.into()).await
+        self.send(&WireFrame::text(frame))
     }
 
     /// Send a command's answer. A recovering subscription's missed messages
-    /// follow the reply straight to the socket, and only then are its held
-    /// live messages let into the outbox (`Gateway::release`), so the client
-    /// sees them in offset order with no gap and no duplicate.
-    async fn answer(&mut self, answer: Answer) -> Result<(), Exit> {
-        self.reply(answer.reply).await?;
+    /// follow the reply, and only then are its held live messages let into
+    /// the outbox (`Gateway::release`), so the client sees them in offset
+    /// order with no gap and no duplicate.
+    fn answer(&mut self, answer: Answer) -> Result<(), Exit> {
         let Some(recovery) = answer.recovery else {
-            return Ok(());
+            return self.reply(&answer.reply);
         };
+        while let Some(queued) = self.outbox.try_recv() {
+            self.socket.queue(&queued);
+        }
+        self.socket.queue(&WireFrame::text(&answer.reply));
         for (_, frame) in recovery.missed {
             metrics::inc(&self.gw.metrics().deliveries);
-            self.write(frame).await?;
+            self.socket.queue(&WireFrame::text(&frame));
         }
         self.gw
             .release(&self.conn, &recovery.channel, recovery.after.as_ref());
-        Ok(())
+        self.flush()
     }
 
-    /// Send a frame, unless the connection is told to close or the client
-    /// has been silent past the heartbeat timeout while we wait.
-    async fn write(&mut self, frame: ByteString) -> Result<(), Exit> {
-        let deadline = self.heartbeat_deadline();
-        guarded(self.session.text(frame), deadline, &self.closer, &self.gw).await
-    }
-
-    async fn on_tick(&mut self) -> Result<(), Exit> {
-        let deadline = self.heartbeat_deadline();
-        if Instant::now() >= deadline {
+    fn on_tick(&mut self) -> Result<(), Exit> {
+        if Instant::now() >= self.heartbeat_deadline() {
             return Err(timed_out(&self.gw));
         }
-        guarded(self.session.ping(b""), deadline, &self.closer, &self.gw).await
+        self.send(&WireFrame::ping(b""))
     }
 
-    async fn on_message(
-        &mut self,
-        msg: Option<Result<AggregatedMessage, ProtocolError>>,
-    ) -> Result<(), Exit> {
-        let msg = match msg {
-            None => return Err(Exit::Gone),
-            Some(Ok(msg)) => msg,
-            Some(Err(e)) => return Err(Exit::Server(classify(&e))),
+    async fn on_read(&mut self) -> Result<(), Exit> {
+        let msg = match self.socket.next() {
+            None => return Ok(()),
+            Some(Read::Closed) => return Err(Exit::Gone),
+            Some(Read::Failed(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                return Err(classify(&e).map_or(Exit::Gone, Exit::Server));
+            }
+            Some(Read::Message(msg)) => msg,
         };
         self.last_seen = Instant::now();
         match msg {
-            AggregatedMessage::Text(text) => {
+            Inbound::Text(text) => {
                 metrics::inc(&self.gw.metrics().frames_in);
                 if let Some(refused) = self.over_budget(protocol::peek_id(&text))? {
-                    return self.reply(refused).await;
+                    return self.reply(&refused);
                 }
                 let answer = match protocol::decode(&text) {
                     Ok(Request {
@@ -364,56 +406,24 @@ impl Connection {
                         ServerFrame::failure(e.id, e.error).encode().into()
                     }
                 };
-                self.answer(answer).await
+                self.answer(answer)
             }
-            AggregatedMessage::Binary(_) => {
+            Inbound::Binary(_) => {
                 metrics::inc(&self.gw.metrics().frames_in);
                 if let Some(refused) = self.over_budget(None)? {
-                    return self.reply(refused).await;
+                    return self.reply(&refused);
                 }
                 metrics::inc(&self.gw.metrics().bad_frames);
                 let error = ErrorBody::new(
                     ErrorCode::BadFrame,
                     "binary frames are not supported; send JSON text frames",
                 );
-                self.reply(ServerFrame::Error { error }.encode()).await
+                self.reply(&ServerFrame::Error { error }.encode())
             }
-            AggregatedMessage::Ping(payload) => {
-                let deadline = self.heartbeat_deadline();
-                guarded(
-                    self.session.pong(&payload),
-                    deadline,
-                    &self.closer,
-                    &self.gw,
-                )
-                .await
-            }
-            AggregatedMessage::Pong(_) => Ok(()),
-            AggregatedMessage::Close(reason) => Err(Exit::Client(reason)),
+            Inbound::Ping(payload) => self.send(&WireFrame::pong(&payload)),
+            Inbound::Pong(_) => Ok(()),
+            Inbound::Close(reason) => Err(Exit::Client(reason)),
         }
-    }
-}
-
-/// Send through the session (text, ping or pong) unless the connection is
-/// told to close or the heartbeat deadline passes while the session's queue
-/// is full: a client that stops reading cannot park its task.
-async fn guarded(
-    send: impl Future<Output = Result<(), actix_ws::Closed>>,
-    deadline: Instant,
-    closer: &Closer,
-    gw: &Gateway,
-) -> Result<(), Exit> {
-    tokio::pin!(send);
-    // Fast path: the session's queue has room (the usual case), so no
-    // timer and no close-signal waiter are set up for this frame.
-    let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
-    if let Poll::Ready(sent) = first {
-        return sent.map_err(|_| Exit::Gone);
-    }
-    tokio::select! {
-        sent = send => sent.map_err(|_| Exit::Gone),
-        reason = closer.closed() => Err(Exit::Server(reason)),
-        () = tokio::time::sleep_until(deadline) => Err(timed_out(gw)),
     }
 }
 

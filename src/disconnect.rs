@@ -7,7 +7,7 @@
 //! Standard codes (1000–1015) are used where RFC 6455 already has a meaning.
 //! docs/protocol.md repeats this table; a test keeps the two in step.
 
-use actix_ws::{CloseCode, CloseReason};
+use actix_http::ws::{CloseCode, CloseReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 // Variant names are the wire's reason names (`force_disconnect`, ...).

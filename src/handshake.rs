@@ -8,8 +8,9 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use actix_web::dev::RequestHead;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -110,7 +111,7 @@ struct WsQuery {
 }
 
 /// The checks that need no I/O: draining, origin, credentials.
-pub fn check(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
+pub fn check(req: &RequestHead, gw: &Gateway) -> Result<Identity, Refusal> {
     if gw.is_draining() {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -121,7 +122,7 @@ pub fn check(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
     // Cross-site WebSocket hijacking: a browser sends the page's origin,
     // and a page from an origin not on the list may not connect.
     // (Non-browser clients send no Origin and are not affected.)
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
+    if let Some(origin) = req.headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !gw.settings().origin_allowed(origin) {
             return Err(Refusal::new(
@@ -139,8 +140,8 @@ pub fn check(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
 /// tokens are refused rather than one silently ignored. Without a token,
 /// anonymous access — if enabled — takes the user from `?user=` or makes
 /// one up.
-fn identify(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
-    let query = web::Query::<WsQuery>::from_query(req.query_string())
+fn identify(req: &RequestHead, gw: &Gateway) -> Result<Identity, Refusal> {
+    let query = web::Query::<WsQuery>::from_query(req.uri.query().unwrap_or(""))
         .map_err(|e| {
             tracing::info!(error = %e, "bad query string");
             Refusal::new(
@@ -151,7 +152,7 @@ fn identify(req: &HttpRequest, gw: &Gateway) -> Result<Identity, Refusal> {
         })?
         .into_inner();
     let bearer = req
-        .headers()
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))

@@ -18,13 +18,17 @@
 //! * [`telemetry`] — logs (text/JSON) and OpenTelemetry traces across nodes.
 //!
 //! Crate-private:
-//! * `http` — routes: `/ws`, `/healthz`, `/readyz`, `/metrics` (and `/echo`).
+//! * `upgrade` — WebSocket upgrades, taken from actix-http's upgrade hook: route, admit, answer
+//!   101, then run the connection on the bare TCP stream.
+//! * `http` — the App's routes: `/healthz`, `/readyz`, `/metrics`, `/` (and a plain GET on `/ws`).
 //! * `handshake` — what an upgrade must pass: admission, draining, origin, credentials.
 //! * `auth` — JWT verification of clients (handshake and `refresh`).
 //! * `api` — the server HTTP API under `/api` (API-key protected, `ResponseError`).
 //! * `connection` — one task per socket; `commands` — client commands run against the gateway.
-//! * `inbound` — the size-limited message stream and the close code of each read error.
-//! * `frame_guard` — frame-header limits checked before actix-ws buffers a payload.
+//! * `socket` — the connection's TCP stream: frames read whole and size-limited (actix-http's
+//!   codec), frames written encoded once and with one vectored write per turn.
+//! * `inbound` — the close code of each read error.
+//! * `frame_guard` — frame-header limits checked before a payload is buffered.
 //! * `echo` — `/echo`, an echoing WebSocket for conformance tests (off by default).
 //! * `permissions` — who may subscribe, publish, read presence: namespace rules and personal
 //!   channels, pure.
@@ -44,8 +48,8 @@
 //! client A ──publish──▶ connection task (node 1) ──▶ Gateway::publish
 //!     ──▶ Broker::publish ── Redis: Lua INCR offset + PUBLISH envelope ──┐
 //!                                                                        ▼
-//! node 2 subscriber connection ──▶ envelope::decode ──▶ Hub::dispatch (try_send shared bytes)
-//!     ──▶ outbox of each local subscriber ──▶ its connection task ──▶ socket
+//! node 2 subscriber connection ──▶ envelope::decode ──▶ Hub::dispatch (WebSocket frame encoded
+//!     once) ──▶ outbox of each local subscriber ──▶ its connection task ──▶ writev on its socket
 //! ```
 //! In memory mode the middle step is a direct call into the local hub.
 
@@ -73,8 +77,10 @@ pub(crate) mod permissions;
 pub(crate) mod presence;
 pub mod protocol;
 pub(crate) mod ratelimit;
+pub(crate) mod socket;
 pub mod startup;
 pub mod telemetry;
 pub(crate) mod topic;
+pub(crate) mod upgrade;
 
 pub use presence::{ClientInfo, ConnInfo, NodeInfo};

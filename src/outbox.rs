@@ -9,8 +9,9 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use bytestring::ByteString;
 use tokio::sync::Notify;
+
+use crate::socket::WireFrame;
 
 /// Capacity kept after the queue drains; more is released.
 const RETAINED: usize = 8;
@@ -26,12 +27,12 @@ pub enum Offer {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<ByteString>,
+    queue: VecDeque<WireFrame>,
     closed: bool,
 }
 
 impl State {
-    fn pop(&mut self) -> Option<ByteString> {
+    fn pop(&mut self) -> Option<WireFrame> {
         let frame = self.queue.pop_front();
         if self.queue.is_empty() && self.queue.capacity() > RETAINED {
             self.queue.shrink_to(RETAINED);
@@ -66,7 +67,7 @@ impl Outbox {
     }
 
     /// Queue a frame without waiting.
-    pub fn offer(&self, frame: ByteString) -> Offer {
+    pub fn offer(&self, frame: WireFrame) -> Offer {
         let mut state = self.lock();
         if state.closed {
             return Offer::Closed;
@@ -82,7 +83,7 @@ impl Outbox {
     }
 
     /// The next frame, waiting for one; None once closed and drained.
-    pub async fn recv(&self) -> Option<ByteString> {
+    pub async fn recv(&self) -> Option<WireFrame> {
         loop {
             {
                 let mut state = self.lock();
@@ -98,7 +99,7 @@ impl Outbox {
     }
 
     /// The next frame if one is queued, without waiting.
-    pub fn try_recv(&self) -> Option<ByteString> {
+    pub fn try_recv(&self) -> Option<WireFrame> {
         self.lock().pop()
     }
 
@@ -129,17 +130,20 @@ mod tests {
         let outbox = Outbox::new(100);
         for i in 0..100 {
             assert_eq!(
-                outbox.offer(ByteString::from(format!("{i}"))),
+                outbox.offer(WireFrame::text(&format!("{i}"))),
                 Offer::Queued
             );
         }
-        assert_eq!(outbox.offer("overflow".into()), Offer::Full);
+        assert_eq!(outbox.offer(WireFrame::text("overflow")), Offer::Full);
         for i in 0..100 {
-            assert_eq!(outbox.recv().await.unwrap(), format!("{i}"));
+            assert_eq!(
+                outbox.recv().await.unwrap(),
+                WireFrame::text(&format!("{i}"))
+            );
         }
         assert!(outbox.lock().queue.capacity() <= RETAINED);
         outbox.close();
-        assert_eq!(outbox.offer("late".into()), Offer::Closed);
+        assert_eq!(outbox.offer(WireFrame::text("late")), Offer::Closed);
         assert_eq!(outbox.recv().await, None);
     }
 
@@ -151,7 +155,7 @@ mod tests {
             async move { outbox.recv().await }
         });
         tokio::task::yield_now().await;
-        assert_eq!(outbox.offer("hello".into()), Offer::Queued);
-        assert_eq!(consumer.await.unwrap().unwrap(), "hello");
+        assert_eq!(outbox.offer(WireFrame::text("hello")), Offer::Queued);
+        assert_eq!(consumer.await.unwrap().unwrap(), WireFrame::text("hello"));
     }
 }

@@ -14,8 +14,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
+use actix_http::HttpService;
+use actix_server::{Server, ServerHandle};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
+use actix_web::{web, App};
 
 use crate::auth::Verifier;
 use crate::broker::memory::MemoryBroker;
@@ -108,24 +111,44 @@ impl Application {
         let gateway = Gateway::new(settings, auth, services);
         let heartbeat = NodeHeartbeat::start(gateway.clone());
         let data = web::Data::from(gateway.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .configure(|cfg| http::routes(cfg, api_body_limit, echo_endpoint))
-        })
-        .workers(workers)
-        .max_connections(max_connections)
-        .backlog(backlog)
-        .disable_signals()
-        // Our drain has already closed the sockets by the time actix stops.
-        .shutdown_timeout(1)
-        // No lingering read after a response: once a WebSocket's close
-        // handshake is done the client waits for us to close TCP (RFC 6455
-        // §7.1.1), and actix's default 1 s linger kept it waiting.
-        .client_disconnect_timeout(Duration::ZERO)
-        .listen(listener)
-        .map_err(StartupError::Server)?
-        .run();
+        // actix-web's `HttpServer`, assembled by hand for one addition: the
+        // upgrade hook, which takes WebSocket upgrades with their TCP stream
+        // away from the HTTP dispatcher (see `upgrade`). Everything else is
+        // the App, as before.
+        let addr = listener.local_addr().map_err(StartupError::Server)?;
+        let upgrade_gw = gateway.clone();
+        let server = Server::build()
+            .workers(workers)
+            .max_concurrent_connections(max_connections)
+            .backlog(backlog)
+            .disable_signals()
+            // Our drain has already closed the sockets by the time actix stops.
+            .shutdown_timeout(1)
+            .listen("switchboard", listener, move || {
+                let data = data.clone();
+                let gw = upgrade_gw.clone();
+                let app = App::new()
+                    .app_data(data)
+                    .configure(|cfg| http::routes(cfg, api_body_limit, echo_endpoint))
+                    .into_factory()
+                    .map_err(|err: actix_web::Error| err.error_response());
+                HttpService::build()
+                    // No lingering read after a response (actix's default is
+                    // 1 s): a refused upgrade's client waits for the close.
+                    .client_disconnect_timeout(Duration::ZERO)
+                    .local_addr(addr)
+                    .upgrade(fn_service(move |(req, framed)| {
+                        let gw = gw.clone();
+                        async move {
+                            crate::upgrade::serve(gw, echo_endpoint, req, framed).await;
+                            Ok::<_, actix_web::Error>(())
+                        }
+                    }))
+                    .finish(map_config(app, |()| AppConfig::default()))
+                    .tcp()
+            })
+            .map_err(StartupError::Server)?
+            .run();
         tracing::info!(
             port,
             node = %gateway.node_id(),

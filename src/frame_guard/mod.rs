@@ -1,4 +1,4 @@
-//! A frame-header guard between the socket and actix-ws's frame parser.
+//! A frame-header guard between the socket and actix-http's frame parser.
 //!
 //! actix-http's parser only checks a frame's length once the whole frame
 //! has arrived, so a client that declares a 2^62-byte payload and keeps
@@ -13,17 +13,8 @@
 //! close frame whose reason is not UTF-8 must fail with 1007 (RFC 6455
 //! §8.1), while actix-http reports it like a bad close code (1002).
 //!
-//! A refusal is delivered one poll late (after a self-wake), so the frames
-//! that arrived before the bad one are still decoded and answered.
-
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use actix_web::dev::Payload;
-use actix_web::error::PayloadError;
-use actix_web::web::Bytes;
-use futures_util::Stream;
+//! A refusal says where in the chunk the refused frame starts, so the
+//! frames that arrived before it are still decoded and answered.
 
 /// Largest payload of a control frame (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
@@ -41,18 +32,6 @@ pub enum GuardError {
     Reserved,
     #[error("a continuation frame with no message to continue, or a new message inside a fragmented one")]
     BadFragment,
-}
-
-impl GuardError {
-    /// The guard's error inside a read error from actix-ws, if it is one.
-    /// (actix-ws wraps a payload error in `ProtocolError::Io`.)
-    pub fn find(e: &io::Error) -> Option<GuardError> {
-        let payload = e.get_ref()?.downcast_ref::<PayloadError>()?;
-        match payload {
-            PayloadError::Io(inner) => inner.get_ref()?.downcast_ref::<GuardError>().copied(),
-            _ => None,
-        }
-    }
 }
 
 /// Where the scanner is in the byte stream.
@@ -237,59 +216,6 @@ impl Scanner {
             },
             (_, left) => State::Skip { left },
         })
-    }
-}
-
-/// The request body of an upgraded connection, scanned by a [`Scanner`].
-pub struct Guarded {
-    inner: Payload,
-    scanner: Scanner,
-    /// A refusal waiting for the bytes before it to be decoded.
-    refused: Option<GuardError>,
-    /// The refusal has waited one poll.
-    waited: bool,
-}
-
-impl Guarded {
-    pub fn new(inner: Payload, limit: usize) -> Guarded {
-        Guarded {
-            inner,
-            scanner: Scanner::new(limit),
-            refused: None,
-            waited: false,
-        }
-    }
-}
-
-impl Stream for Guarded {
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if let Some(error) = this.refused {
-            if !this.waited {
-                // Let the reader decode what came before the refused frame.
-                this.waited = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            let io = io::Error::new(io::ErrorKind::InvalidData, error);
-            return Poll::Ready(Some(Err(PayloadError::Io(io))));
-        }
-        match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => match this.scanner.scan(&chunk) {
-                Ok(()) => Poll::Ready(Some(Ok(chunk))),
-                Err((before, error)) => {
-                    this.refused = Some(error);
-                    if before > 0 {
-                        Poll::Ready(Some(Ok(chunk.slice(..before))))
-                    } else {
-                        Pin::new(this).poll_next(cx)
-                    }
-                }
-            },
-            other => other,
-        }
     }
 }
 

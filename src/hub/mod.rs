@@ -2,8 +2,9 @@
 //! and the bounded outbox of each.
 //!
 //! Nothing here awaits or does I/O, and no lock is held across an `.await`:
-//! fan-out is a `try_send` of a shared, already-encoded frame (`ByteString`
-//! clones are reference-count bumps) into every member's outbox. A full
+//! fan-out is a `try_send` of a shared, already-encoded frame (`WireFrame`:
+//! the whole WebSocket frame, encoded once per message per node; clones are
+//! reference-count bumps) into every member's outbox. A full
 //! outbox is the slow-consumer policy: that connection is told to close and
 //! the fan-out carries on, so one stuck client never stalls the others or
 //! the broker reader that called us.
@@ -18,6 +19,7 @@ use crate::disconnect::Disconnect;
 use crate::metrics::{self, Metrics};
 use crate::outbox::{Offer, Outbox};
 use crate::presence::ClientInfo;
+use crate::socket::WireFrame;
 use crate::topic::Topic;
 
 mod slot;
@@ -63,7 +65,7 @@ pub struct Member {
 impl Member {
     /// Queue a frame; a full queue closes the connection as a slow consumer.
     /// Returns whether the frame was queued.
-    pub fn offer(&self, frame: ByteString, metrics: &Metrics) -> bool {
+    pub fn offer(&self, frame: WireFrame, metrics: &Metrics) -> bool {
         match self.outbox.offer(frame) {
             Offer::Queued => true,
             Offer::Full => {
@@ -248,9 +250,14 @@ impl Hub {
         let Some(members) = inner.topics.get(topic) else {
             return 0;
         };
+        if members.is_empty() {
+            return 0;
+        }
+        // The WebSocket frame is encoded here, once for every recipient.
+        let frame = WireFrame::text(frame);
         let delivered = members
             .values()
-            .filter(|slot| slot.offer(frame, at, &self.metrics))
+            .filter(|slot| slot.offer(&frame, at, &self.metrics))
             .count();
         metrics::add(&self.metrics.deliveries, delivered as u64);
         delivered

@@ -4,17 +4,16 @@
 
 use std::sync::Mutex;
 
-use bytestring::ByteString;
-
 use super::Member;
 use crate::disconnect::Disconnect;
 use crate::metrics::{self, Metrics};
+use crate::socket::WireFrame;
 
 /// Where a channel message stands in its stream: (epoch, offset).
 pub type At<'a> = (&'a str, u64);
 
 /// A frame held back while a subscription recovers, with its position.
-type Held = (Option<(String, u64)>, ByteString);
+type Held = (Option<(String, u64)>, WireFrame);
 
 /// A recovering subscription's live frames (see `Slot::catch`).
 #[derive(Debug)]
@@ -45,7 +44,7 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn offer(&self, frame: &ByteString, at: Option<At<'_>>, metrics: &Metrics) -> bool {
+    pub(super) fn offer(&self, frame: &WireFrame, at: Option<At<'_>>, metrics: &Metrics) -> bool {
         let Some(catch) = &self.catch else {
             return self.member.offer(frame.clone(), metrics);
         };

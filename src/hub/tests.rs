@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// A queued frame's text.
+fn text(frame: WireFrame) -> String {
+    String::from_utf8(frame.payload().to_vec()).unwrap()
+}
+
 fn client(conn: &str) -> Arc<ClientInfo> {
     Arc::new(ClientInfo {
         conn: conn.into(),
@@ -41,7 +46,7 @@ async fn full_outbox_closes_only_that_connection() {
     assert_eq!(slow.closer.closed().await, Disconnect::SlowConsumer);
     assert!(fast.closer.reason.get().is_none());
     for i in 0..3 {
-        assert_eq!(fast_rx.recv().await.unwrap(), format!("m{i}"));
+        assert_eq!(text(fast_rx.recv().await.unwrap()), format!("m{i}"));
     }
     assert_eq!(hub.metrics.slow_consumer_closes.get(), 1);
 }
@@ -88,12 +93,12 @@ async fn a_held_subscription_gets_only_what_recovery_did_not_cover() {
         hub.dispatch(&topic, &ByteString::from(frame), offset);
     }
     // Held back from `a`, live for `b`.
-    assert_eq!(held_rx.try_recv(), None);
-    assert_eq!(live_rx.try_recv().as_deref(), Some("m5"));
+    assert_eq!(held_rx.try_recv().map(text), None);
+    assert_eq!(live_rx.try_recv().map(text).as_deref(), Some("m5"));
     // Recovery delivered up to 6: the rest follows, in order, then live.
     hub.release(&a, &topic, Some(("e", 6)));
     hub.dispatch(&topic, &ByteString::from("m8"), Some(("e", 8)));
-    let got: Vec<_> = std::iter::from_fn(|| held_rx.try_recv()).collect();
+    let got: Vec<_> = std::iter::from_fn(|| held_rx.try_recv().map(text)).collect();
     assert_eq!(got, ["join", "m7", "m8"]);
 }
 
@@ -121,7 +126,7 @@ async fn messages_recovery_covered_that_arrive_after_the_release_are_dropped() {
     ] {
         hub.dispatch(&topic, &ByteString::from(frame), at);
     }
-    let got: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
+    let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().map(text)).collect();
     assert_eq!(got, ["join", "m7", "f1"]);
 
     // A reset channel: offsets of the new epoch are not duplicates.
@@ -132,6 +137,6 @@ async fn messages_recovery_covered_that_arrive_after_the_release_are_dropped() {
     hub.release(&b, &topic, Some(("e", 6)));
     hub.dispatch(&topic, &ByteString::from("resync"), None);
     hub.dispatch(&topic, &ByteString::from("f2"), Some(("f", 2)));
-    let got: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
+    let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().map(text)).collect();
     assert_eq!(got, ["resync", "f2"]);
 }
