@@ -56,13 +56,12 @@ enum Exit {
 /// What woke the loop.
 enum Event {
     Close(Disconnect),
-    TokenExpired,
     Deliver(Option<WireFrame>),
     Readable,
     Inbound,
     Writable,
-    Tick,
-    Silence,
+    /// A deadline of `next_wake` passed.
+    Timer,
     SocketError,
 }
 
@@ -71,14 +70,18 @@ pub fn new_conn_id() -> ConnId {
 }
 
 /// Serve one upgraded WebSocket, admitted as `client` (`Gateway::admit`),
-/// until it closes. Runs on the worker that accepted it.
-pub(crate) async fn serve(
+/// until it closes; spawned on the worker that accepted it.
+///
+/// Not an `async fn`: its arguments would stay in the task next to the
+/// `Connection` they were moved into. The task's size is what every idle
+/// connection costs, so it holds only the connection and its loop.
+pub(crate) fn serve(
     gw: Arc<Gateway>,
     socket: Socket,
     identity: Identity,
     client: Arc<ClientInfo>,
     permit: Permit,
-) {
+) -> impl std::future::Future<Output = ()> {
     let conn: ConnId = client.conn.as_str().into();
     let user: Arc<str> = identity.user.as_str().into();
     // Logs inside the connection carry conn/user/node. (Its exported
@@ -102,7 +105,6 @@ pub(crate) async fn serve(
     }
     .run(permit)
     .instrument(span)
-    .await;
 }
 
 struct Connection {
@@ -140,17 +142,23 @@ impl Connection {
             outbox: outbox.clone(),
             closer: self.closer.clone(),
         };
-        gw.attach(&self.conn, self.client.clone(), member).await;
+        // The one-off steps (registry and presence calls) are boxed, so that
+        // their futures are not part of the connection's task for its whole
+        // life: the task's size is what every idle connection costs.
+        Box::pin(gw.attach(&self.conn, self.client.clone(), member)).await;
         tracing::debug!("connected");
 
-        let welcome = ServerFrame::Welcome {
-            conn: &self.conn,
-            node: gw.node_id(),
-            user: &self.user,
-            heartbeat_ms: gw.settings().heartbeat_interval.as_millis() as u64,
-        }
-        .encode();
-        let welcomed = self.send(&WireFrame::text(&welcome));
+        let welcome = WireFrame::text(
+            &ServerFrame::Welcome {
+                conn: &self.conn,
+                node: gw.node_id(),
+                user: &self.user,
+                heartbeat_ms: gw.settings().heartbeat_interval.as_millis() as u64,
+            }
+            .encode(),
+        );
+        let welcomed = self.send(&welcome);
+        drop(welcome);
         // The handshake is over: its admission slot is free again.
         drop(permit);
         let exit = match welcomed {
@@ -159,7 +167,7 @@ impl Connection {
         };
 
         outbox.close();
-        gw.detach(&self.conn).await;
+        Box::pin(gw.detach(&self.conn)).await;
         let reason = match exit {
             Exit::Server(d) => {
                 self.closed_with(d.code(), d.name());
@@ -181,40 +189,32 @@ impl Connection {
         // A client that does not read cannot take a close frame either:
         // `close` gives up after a moment and drops the socket.
         self.socket.queue(&WireFrame::close(reason));
-        self.socket.close(CLOSE_TIMEOUT).await;
+        Box::pin(self.socket.close(CLOSE_TIMEOUT)).await;
     }
 
     async fn event_loop(&mut self, outbox: &Outbox) -> Exit {
         let interval = self.gw.settings().heartbeat_interval;
-        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         // One close-signal future for the whole loop: registering a fresh
         // waiter on every delivery showed up in profiles.
         let closer = self.closer.clone();
         let closed = closer.closed();
         tokio::pin!(closed);
-        // One timer for the token, moved when a refresh extends it.
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        let mut armed_for = self.token_expires;
-        let expiry = tokio::time::sleep_until(armed_for.unwrap_or(far));
-        tokio::pin!(expiry);
-        // The heartbeat deadline as a timer of its own, so a silent client is
-        // closed at `heartbeat_timeout`, not at the next ping after it. It is
-        // re-armed lazily when it fires: frames move the deadline, and
-        // resetting a timer per frame would cost more than an early wake-up.
-        let silence = tokio::time::sleep_until(self.heartbeat_deadline());
-        tokio::pin!(silence);
+        // One timer for the three deadlines: the next ping, the heartbeat
+        // timeout (a silent client is closed at `heartbeat_timeout`, not at
+        // the next ping after it) and the token's expiry. Each timer is
+        // part of every idle connection's memory, so there is one. Frames
+        // move the heartbeat deadline without touching the timer: when it
+        // fires early, it is re-armed (cheaper than a reset per frame).
+        let mut next_ping = Instant::now() + interval;
+        let timer = tokio::time::sleep_until(self.next_wake(next_ping));
+        tokio::pin!(timer);
         loop {
-            if self.token_expires != armed_for {
-                armed_for = self.token_expires;
-                expiry.as_mut().reset(armed_for.unwrap_or(far));
-            }
             // While the socket does not take what is queued, neither new
             // deliveries nor the client's next frames are taken on.
             let open = !self.socket.backlogged();
             let inbound = self.socket.has_next();
             let event = tokio::select! {
                 reason = &mut closed => Event::Close(reason),
-                () = &mut expiry, if armed_for.is_some() => Event::TokenExpired,
                 frame = outbox.recv(), if open => Event::Deliver(frame),
                 () = std::future::ready(()), if open && inbound => Event::Inbound,
                 ready = self.socket.readable(), if open && !inbound => match ready {
@@ -225,29 +225,30 @@ impl Connection {
                     Ok(()) => Event::Writable,
                     Err(_) => Event::SocketError,
                 },
-                _ = ticker.tick() => Event::Tick,
-                () = &mut silence => Event::Silence,
+                () = &mut timer => Event::Timer,
             };
             let step = match event {
                 Event::Close(reason) => Err(Exit::Server(reason)),
-                Event::TokenExpired => Err(Exit::Server(Disconnect::TokenExpired)),
                 Event::Deliver(Some(frame)) => self.deliver(&frame, outbox),
                 Event::Deliver(None) => Err(Exit::Server(Disconnect::InternalError)),
                 Event::Readable => {
                     self.socket.read();
                     Ok(())
                 }
-                Event::Inbound => self.on_read().await,
-                Event::Writable => self.flush(),
-                Event::Tick => self.on_tick(),
-                Event::Silence => {
-                    let deadline = self.heartbeat_deadline();
-                    if Instant::now() >= deadline {
-                        Err(timed_out(&self.gw))
-                    } else {
-                        silence.as_mut().reset(deadline);
-                        Ok(())
+                Event::Inbound => {
+                    let expiry = self.token_expires;
+                    let step = self.on_read().await;
+                    if self.token_expires != expiry {
+                        // `refresh` moved the expiry, maybe closer.
+                        timer.as_mut().reset(self.next_wake(next_ping));
                     }
+                    step
+                }
+                Event::Writable => self.flush(),
+                Event::Timer => {
+                    let step = self.on_timer(&mut next_ping, interval);
+                    timer.as_mut().reset(self.next_wake(next_ping));
+                    step
                 }
                 Event::SocketError => Err(Exit::Gone),
             };
@@ -364,11 +365,32 @@ impl Connection {
         self.flush()
     }
 
-    fn on_tick(&mut self) -> Result<(), Exit> {
-        if Instant::now() >= self.heartbeat_deadline() {
+    /// The earliest of the next ping, the heartbeat deadline and the
+    /// token's expiry.
+    fn next_wake(&self, next_ping: Instant) -> Instant {
+        let wake = next_ping.min(self.heartbeat_deadline());
+        self.token_expires.map_or(wake, |expiry| wake.min(expiry))
+    }
+
+    /// The timer fired: close an expired token or a silent client, or
+    /// send the ping that is due.
+    fn on_timer(&mut self, next_ping: &mut Instant, interval: Duration) -> Result<(), Exit> {
+        let now = Instant::now();
+        if self.token_expires.is_some_and(|expiry| now >= expiry) {
+            return Err(Exit::Server(Disconnect::TokenExpired));
+        }
+        if now >= self.heartbeat_deadline() {
             return Err(timed_out(&self.gw));
         }
-        self.send(&WireFrame::ping(b""))
+        if now >= *next_ping {
+            // Missed pings are skipped, not sent in a burst: one says as
+            // much as several.
+            while *next_ping <= now {
+                *next_ping += interval;
+            }
+            return self.send(&WireFrame::ping(b""));
+        }
+        Ok(())
     }
 
     async fn on_read(&mut self) -> Result<(), Exit> {
@@ -399,7 +421,10 @@ impl Connection {
                             user: &self.user,
                             access: &self.access,
                         };
-                        commands::execute(&self.gw, &caller, request).await
+                        // Boxed: the command's future (Redis calls and all)
+                        // is large, and would otherwise be part of every
+                        // idle connection's task for its whole life.
+                        Box::pin(commands::execute(&self.gw, &caller, request)).await
                     }
                     Err(e) => {
                         metrics::inc(&self.gw.metrics().bad_frames);

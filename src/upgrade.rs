@@ -56,8 +56,10 @@ enum Accepted {
     Echo(Identity),
 }
 
-/// Serve one upgrade request on its connection, to the end of the
-/// WebSocket if it is accepted.
+/// Answer one upgrade request; an accepted WebSocket then runs in a task
+/// of its own on this worker, and the HTTP connection's task ends. (Its
+/// future, the whole HTTP dispatcher, is about 12 KiB: kept for the life
+/// of every WebSocket, it was most of an idle connection's memory.)
 pub(crate) async fn serve(
     gw: Arc<Gateway>,
     echo_endpoint: bool,
@@ -72,7 +74,8 @@ pub(crate) async fn serve(
     let span = tracing::info_span!("upgrade", node = %gw.node_id(), status = tracing::field::Empty);
     let accepted = match endpoint {
         None => Err(HttpResponse::NotFound().finish()),
-        Some(endpoint) => accept(&req, &gw, endpoint).instrument(span.clone()).await,
+        // Boxed: the handshake's future is not kept for the connection.
+        Some(endpoint) => Box::pin(accept(&req, &gw, endpoint).instrument(span.clone())).await,
     };
     let mut parts = framed.into_parts();
     let accepted = match accepted {
@@ -93,7 +96,7 @@ pub(crate) async fn serve(
         .is_err()
     {
         if let Accepted::Gateway(_, client, _) = &accepted {
-            gw.unadmit(client).await;
+            Box::pin(gw.unadmit(client)).await;
         }
         return;
     }
@@ -104,9 +107,11 @@ pub(crate) async fn serve(
     drop(parts.write_buf);
     match accepted {
         Accepted::Gateway(identity, client, permit) => {
-            connection::serve(gw, socket, identity, client, permit).await;
+            actix_web::rt::spawn(connection::serve(gw, socket, identity, client, permit));
         }
-        Accepted::Echo(identity) => echo::serve(gw, socket, identity).await,
+        Accepted::Echo(identity) => {
+            actix_web::rt::spawn(echo::serve(gw, socket, identity));
+        }
     }
 }
 
@@ -121,6 +126,17 @@ async fn accept(
     // before it costs an admission.
     ws::verify_handshake(req.head()).map_err(HttpResponse::from_error)?;
     let permit = gw.admit_handshake().map_err(|r| r.response())?;
+    // WebSockets leave actix's per-worker connection count once upgraded
+    // (they run in tasks of their own), so the node counts them itself.
+    let capacity = gw.settings().max_connections * gw.settings().workers;
+    if gw.connection_count() >= capacity {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "at_capacity",
+            "this node holds as many connections as it may; connect to another node",
+        )
+        .response());
+    }
     let identity = handshake::check(req.head(), gw).map_err(|r| r.response())?;
     let user = identity.user.clone();
     let limit = gw.settings().max_connections_per_user;

@@ -102,7 +102,13 @@ impl Reader {
 
     pub(crate) fn next(&mut self) -> Option<Read> {
         match self.decoded.pop_front() {
-            Some(message) => Some(Read::Message(message)),
+            Some(message) => {
+                if self.decoded.is_empty() {
+                    // Idle connections keep no queue.
+                    self.decoded = VecDeque::new();
+                }
+                Some(Read::Message(message))
+            }
             None => self.end.take(),
         }
     }
