@@ -14,10 +14,13 @@
 //! One file of about 400 lines on purpose: the loop, its events and its
 //! exits are one state machine, easier to check side by side.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::auth::{self, Access, Identity};
@@ -163,7 +166,7 @@ impl Connection {
         drop(permit);
         let exit = match welcomed {
             Err(exit) => exit,
-            Ok(()) => self.event_loop(&outbox).await,
+            Ok(()) => self.event_loop().await,
         };
 
         outbox.close();
@@ -192,13 +195,8 @@ impl Connection {
         Box::pin(self.socket.close(CLOSE_TIMEOUT)).await;
     }
 
-    async fn event_loop(&mut self, outbox: &Outbox) -> Exit {
+    async fn event_loop(&mut self) -> Exit {
         let interval = self.gw.settings().heartbeat_interval;
-        // One close-signal future for the whole loop: registering a fresh
-        // waiter on every delivery showed up in profiles.
-        let closer = self.closer.clone();
-        let closed = closer.closed();
-        tokio::pin!(closed);
         // One timer for the three deadlines: the next ping, the heartbeat
         // timeout (a silent client is closed at `heartbeat_timeout`, not at
         // the next ping after it) and the token's expiry. Each timer is
@@ -209,27 +207,10 @@ impl Connection {
         let timer = tokio::time::sleep_until(self.next_wake(next_ping));
         tokio::pin!(timer);
         loop {
-            // While the socket does not take what is queued, neither new
-            // deliveries nor the client's next frames are taken on.
-            let open = !self.socket.backlogged();
-            let inbound = self.socket.has_next();
-            let event = tokio::select! {
-                reason = &mut closed => Event::Close(reason),
-                frame = outbox.recv(), if open => Event::Deliver(frame),
-                () = std::future::ready(()), if open && inbound => Event::Inbound,
-                ready = self.socket.readable(), if open && !inbound => match ready {
-                    Ok(()) => Event::Readable,
-                    Err(_) => Event::SocketError,
-                },
-                ready = self.socket.writable(), if !open => match ready {
-                    Ok(()) => Event::Writable,
-                    Err(_) => Event::SocketError,
-                },
-                () = &mut timer => Event::Timer,
-            };
+            let event = std::future::poll_fn(|cx| self.poll_event(cx, timer.as_mut())).await;
             let step = match event {
                 Event::Close(reason) => Err(Exit::Server(reason)),
-                Event::Deliver(Some(frame)) => self.deliver(&frame, outbox),
+                Event::Deliver(Some(frame)) => self.deliver(&frame),
                 Event::Deliver(None) => Err(Exit::Server(Disconnect::InternalError)),
                 Event::Readable => {
                     self.socket.read();
@@ -256,6 +237,37 @@ impl Connection {
                 return exit;
             }
         }
+    }
+
+    /// What the loop does next. Everything is polled in place (no futures
+    /// made and dropped per turn: this runs once per delivery batch), in a
+    /// fixed order: the close signal and the timer first, then the client's
+    /// frames, then deliveries. While the socket does not take what is
+    /// queued, neither new deliveries nor the client's next frames are
+    /// taken on.
+    fn poll_event(&self, cx: &mut Context<'_>, timer: Pin<&mut Sleep>) -> Poll<Event> {
+        if let Poll::Ready(reason) = self.closer.poll_closed(cx) {
+            return Poll::Ready(Event::Close(reason));
+        }
+        if timer.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        if self.socket.backlogged() {
+            return match self.socket.poll_writable(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Event::Writable),
+                Poll::Ready(Err(_)) => Poll::Ready(Event::SocketError),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if self.socket.has_next() {
+            return Poll::Ready(Event::Inbound);
+        }
+        match self.socket.poll_readable(cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(Event::Readable),
+            Poll::Ready(Err(_)) => return Poll::Ready(Event::SocketError),
+            Poll::Pending => {}
+        }
+        self.outbox.poll_recv(cx).map(Event::Deliver)
     }
 
     /// `refresh {token}`: a new token for the same user moves the expiry.
@@ -312,10 +324,10 @@ impl Connection {
     /// Write a frame from the outbox and whatever else is already queued
     /// behind it (bounded, so inbound frames and the heartbeat get a turn),
     /// all in one vectored write.
-    fn deliver(&mut self, frame: &WireFrame, outbox: &Outbox) -> Result<(), Exit> {
+    fn deliver(&mut self, frame: &WireFrame) -> Result<(), Exit> {
         self.socket.queue(frame);
         for _ in 0..WRITE_BATCH {
-            match outbox.try_recv() {
+            match self.outbox.try_recv() {
                 Some(frame) => self.socket.queue(&frame),
                 None => break,
             }

@@ -5,11 +5,16 @@
 //! `VecDeque` that allocates only when frames are waiting and gives the
 //! memory back once it drains, so an idle connection costs a few words.
 //! The lock is held only to push or pop, never across an `.await`.
+//!
+//! The consumer is woken through an `AtomicWaker`, not a `Notify`: its
+//! connection polls the outbox on every turn of its loop, and a `Notify`
+//! waiter is a future to create, link and unlink each time.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::socket::WireFrame;
 
@@ -44,7 +49,7 @@ impl State {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    ready: Notify,
+    ready: AtomicWaker,
     capacity: usize,
 }
 
@@ -57,7 +62,7 @@ impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Outbox {
             state: Mutex::default(),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             capacity,
         }
     }
@@ -77,25 +82,37 @@ impl Outbox {
         }
         state.queue.push_back(frame);
         drop(state);
-        // Stores a permit if the consumer is not waiting yet.
-        self.ready.notify_one();
+        self.ready.wake();
         Offer::Queued
     }
 
-    /// The next frame, waiting for one; None once closed and drained.
-    pub async fn recv(&self) -> Option<WireFrame> {
-        loop {
-            {
-                let mut state = self.lock();
-                if let Some(frame) = state.pop() {
-                    return Some(frame);
-                }
-                if state.closed {
-                    return None;
-                }
-            }
-            self.ready.notified().await;
+    /// The next frame; None once closed and drained.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<WireFrame>> {
+        if let Some(ready) = self.ready_now() {
+            return Poll::Ready(ready);
         }
+        self.ready.register(cx.waker());
+        // A frame offered between the check and the registration did not
+        // see the waker: check again.
+        match self.ready_now() {
+            Some(ready) => Poll::Ready(ready),
+            None => Poll::Pending,
+        }
+    }
+
+    fn ready_now(&self) -> Option<Option<WireFrame>> {
+        let mut state = self.lock();
+        match state.pop() {
+            Some(frame) => Some(Some(frame)),
+            None if state.closed => Some(None),
+            None => None,
+        }
+    }
+
+    /// The next frame, waiting for one; None once closed and drained.
+    #[cfg(test)]
+    pub async fn recv(&self) -> Option<WireFrame> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next frame if one is queued, without waiting.
@@ -109,7 +126,7 @@ impl Outbox {
         state.closed = true;
         state.queue = VecDeque::new();
         drop(state);
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     pub fn len(&self) -> usize {

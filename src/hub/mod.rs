@@ -11,9 +11,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::task::{Context, Poll};
 
 use bytestring::ByteString;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::disconnect::Disconnect;
 use crate::metrics::{self, Metrics};
@@ -34,24 +35,32 @@ pub type ConnId = Arc<str>;
 #[derive(Debug, Default)]
 pub struct Closer {
     reason: OnceLock<Disconnect>,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl Closer {
     pub fn close(&self, reason: Disconnect) {
         if self.reason.set(reason).is_ok() {
-            // notify_one stores a permit if the task is not waiting yet.
-            self.notify.notify_one();
+            self.waker.wake();
         }
     }
 
-    pub async fn closed(&self) -> Disconnect {
-        loop {
-            if let Some(reason) = self.reason.get() {
-                return *reason;
-            }
-            self.notify.notified().await;
+    /// The reason, once `close` was called. (Polled by the connection on
+    /// every turn of its loop: no future to create, unlike a `Notify`.)
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        if let Some(reason) = self.reason.get() {
+            return Poll::Ready(*reason);
         }
+        self.waker.register(cx.waker());
+        match self.reason.get() {
+            Some(reason) => Poll::Ready(*reason),
+            None => Poll::Pending,
+        }
+    }
+
+    #[cfg(test)]
+    pub async fn closed(&self) -> Disconnect {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
     }
 }
 

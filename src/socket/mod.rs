@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -68,6 +69,18 @@ impl Socket {
 
     pub(crate) fn next(&mut self) -> Option<Read> {
         self.reader.next()
+    }
+
+    /// Ready when the socket may have bytes to read (then call `read`).
+    /// Polled, not awaited: the connection's loop polls it every turn, and
+    /// the `readable()` future costs a waiter to link and unlink each time.
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_read_ready(cx)
+    }
+
+    /// Ready when the socket may take more bytes (then call `flush`).
+    pub(crate) fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_write_ready(cx)
     }
 
     /// Resolves when the socket may have bytes to read (then call `read`).
