@@ -36,6 +36,7 @@ use crate::outbox::Outbox;
 use crate::presence::ClientInfo;
 use crate::protocol::{self, Command, ErrorBody, ErrorCode, Request, ServerFrame};
 use crate::ratelimit::{RateLimit, Verdict};
+use crate::relay::Relay;
 use crate::socket::{CloseReason, Inbound, Read, Socket, WireFrame};
 use crate::telemetry;
 
@@ -91,7 +92,10 @@ pub(crate) fn serve(
     // lifecycle span is made at close by `telemetry::connection_ended`.)
     let span = tracing::info_span!("conn", conn = %conn, user = %user, node = %gw.node_id());
     let max_rate = gw.settings().max_messages_per_second;
-    let outbox = Arc::new(Outbox::new(gw.settings().outbox_capacity));
+    let outbox = Arc::new(Outbox::with_relay(
+        gw.settings().outbox_capacity,
+        Relay::current(),
+    ));
     Connection {
         gw,
         conn,

@@ -34,7 +34,7 @@
 //!   channels, pure.
 //! * `node_heartbeat` — the node's record, registry and presence refreshed on a timer; leaving on exit.
 //! * `hub` — node-local topic → outbox registry (and the hold of a recovering subscription);
-//!   `outbox` — the bounded per-connection queue.
+//!   `outbox` — the bounded per-connection queue; `relay` — its wake-ups, gathered per worker.
 //! * `broker` — the `Broker` trait (publish, history, notify, subscribe, unsubscribe,
 //!   is_healthy), in-memory and Redis implementations (the latter: channel streams and
 //!   history, the subscriber connection, its read loop and gap repair), and the envelope.
@@ -77,6 +77,7 @@ pub(crate) mod permissions;
 pub(crate) mod presence;
 pub mod protocol;
 pub(crate) mod ratelimit;
+pub(crate) mod relay;
 pub(crate) mod socket;
 pub mod startup;
 pub mod telemetry;

@@ -11,10 +11,12 @@
 //! waiter is a future to create, link and unlink each time.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
+
+use crate::relay::Relay;
 
 use crate::socket::WireFrame;
 
@@ -51,6 +53,9 @@ pub struct Outbox {
     state: Mutex<State>,
     ready: AtomicWaker,
     capacity: usize,
+    /// Wakes the consumer from its own thread (see `relay`); without one,
+    /// the consumer is woken directly.
+    relay: Option<Arc<Relay>>,
 }
 
 impl Outbox {
@@ -64,6 +69,28 @@ impl Outbox {
             state: Mutex::default(),
             ready: AtomicWaker::new(),
             capacity,
+            relay: None,
+        }
+    }
+
+    /// An outbox whose consumer runs on the thread of `relay`.
+    pub(crate) fn with_relay(capacity: usize, relay: Arc<Relay>) -> Self {
+        Outbox {
+            relay: Some(relay),
+            ..Outbox::new(capacity)
+        }
+    }
+
+    /// Wake the consumer, if it waits.
+    fn wake(&self) {
+        match &self.relay {
+            Some(relay) => {
+                // Taken: until the consumer waits again, offers wake nobody.
+                if let Some(waker) = self.ready.take() {
+                    relay.wake(waker);
+                }
+            }
+            None => self.ready.wake(),
         }
     }
 
@@ -82,7 +109,7 @@ impl Outbox {
         }
         state.queue.push_back(frame);
         drop(state);
-        self.ready.wake();
+        self.wake();
         Offer::Queued
     }
 
@@ -126,7 +153,7 @@ impl Outbox {
         state.closed = true;
         state.queue = VecDeque::new();
         drop(state);
-        self.ready.wake();
+        self.wake();
     }
 
     pub fn len(&self) -> usize {
