@@ -268,3 +268,32 @@ async fn handshakes_past_the_admission_limit_get_503_with_retry_after() {
         .await
         .expect("admitted once the slot is free");
 }
+
+/// WebSockets run outside actix's per-worker connection count once
+/// upgraded, so the node counts them against `max_connections` × `workers`
+/// itself: past it, an upgrade is answered 503 `at_capacity` with
+/// `Retry-After`, and a place frees when a connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_past_the_node_capacity_get_503_at_capacity() {
+    let node = TestNode::memory(|s| {
+        s.max_connections = 2;
+        s.workers = 1;
+    })
+    .await;
+    let first = node.connect("first").await;
+    let _second = node.connect("second").await;
+    match tokio_tungstenite::connect_async(node.ws_url("third").as_str()).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(response.headers()["retry-after"], "1");
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "at_capacity", "{body}");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    first.close().await;
+    eventually_async("a place frees when a connection closes", || async {
+        try_upgrade(&node.ws_url("fourth"), None).await.is_ok()
+    })
+    .await;
+}

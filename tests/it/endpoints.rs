@@ -1,5 +1,6 @@
 //! The node's HTTP side: `/` upgrades or describes itself, anonymous and
-//! bad `?user=` names, and Prometheus `/metrics` that move with traffic.
+//! bad `?user=` names, upgrades to other paths, and Prometheus `/metrics`
+//! that move with traffic.
 
 use serde_json::json;
 
@@ -21,6 +22,29 @@ async fn root_accepts_upgrades_and_describes_itself_otherwise() {
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?user=%7Bx%7D", node.port))
             .await;
     assert!(refused.is_err());
+}
+
+/// WebSocket upgrades are served at `/ws`, `/` (and `/echo` when enabled)
+/// only: one to any other path is a 404, and the connection closes. A plain
+/// GET on `/ws` says what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_elsewhere_are_404_and_a_plain_get_on_ws_is_400() {
+    let node = TestNode::memory(|_| {}).await;
+    for path in ["/api/publish", "/healthz", "/echo", "/nowhere"] {
+        match tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}{path}", node.port)).await
+        {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 404, "{path}")
+            }
+            other => panic!("{path}: expected 404, got {other:?}"),
+        }
+    }
+    let (status, _) = node.http_get("/ws").await;
+    assert_eq!(status, 400);
+    // The node still serves plain requests and upgrades after those.
+    let (status, _) = node.http_get("/healthz").await;
+    assert_eq!(status, 200);
+    node.connect("after").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
