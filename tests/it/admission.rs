@@ -38,6 +38,19 @@ async fn try_upgrade(url: &str, origin: Option<&str>) -> Result<Socket, u16> {
     }
 }
 
+/// An upgrade refused with 503, `Retry-After: 1` and this error code.
+async fn refused_503(url: &str, code: &str) {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(response.headers()["retry-after"], "1");
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], code, "{body}");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
+
 /// The HTTP status an upgrade with this Origin gets (101 = accepted).
 async fn upgrade_status(node: &TestNode, user: &str, origin: Option<&str>) -> u16 {
     try_upgrade(&node.ws_url(user), origin)
@@ -245,15 +258,7 @@ async fn handshakes_past_the_admission_limit_get_503_with_retry_after() {
     let (mut first, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
-    match tokio_tungstenite::connect_async(node.ws_url("second").as_str()).await {
-        Err(WsError::Http(response)) => {
-            assert_eq!(response.status().as_u16(), 503);
-            assert_eq!(response.headers()["retry-after"], "1");
-            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
-            assert_eq!(body["error"]["code"], "overloaded", "{body}");
-        }
-        other => panic!("expected 503, got {other:?}"),
-    }
+    refused_503(&node.ws_url("second"), "overloaded").await;
     // The first handshake completes (welcome) and frees its slot.
     let welcome = tokio::time::timeout(WAIT, first.next())
         .await
@@ -282,15 +287,7 @@ async fn upgrades_past_the_node_capacity_get_503_at_capacity() {
     .await;
     let first = node.connect("first").await;
     let _second = node.connect("second").await;
-    match tokio_tungstenite::connect_async(node.ws_url("third").as_str()).await {
-        Err(WsError::Http(response)) => {
-            assert_eq!(response.status().as_u16(), 503);
-            assert_eq!(response.headers()["retry-after"], "1");
-            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
-            assert_eq!(body["error"]["code"], "at_capacity", "{body}");
-        }
-        other => panic!("expected 503, got {other:?}"),
-    }
+    refused_503(&node.ws_url("third"), "at_capacity").await;
     first.close().await;
     eventually_async("a place frees when a connection closes", || async {
         try_upgrade(&node.ws_url("fourth"), None).await.is_ok()
