@@ -11,8 +11,9 @@
 //! stuck client. The task owns no locks; it calls the gateway for commands
 //! and the hub only to register and unregister.
 //!
-//! One file of about 400 lines on purpose: the loop, its events and its
-//! exits are one state machine, easier to check side by side.
+//! The loop, its events and its exits are one state machine, kept in this
+//! file to be checked side by side; what a client's frame does is in
+//! `client_frames`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,22 +24,22 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
-use crate::auth::{self, Access, Identity};
-use crate::commands::{self, Answer};
+use crate::auth::{Access, Identity};
+use crate::commands::Answer;
 use crate::disconnect::Disconnect;
-use crate::gateway::Caller;
 use crate::gateway::Gateway;
 use crate::handshake::Permit;
 use crate::hub::{Closer, ConnId, Member};
-use crate::inbound::classify;
 use crate::metrics;
 use crate::outbox::Outbox;
 use crate::presence::ClientInfo;
-use crate::protocol::{self, Command, ErrorBody, ErrorCode, Request, ServerFrame};
-use crate::ratelimit::{RateLimit, Verdict};
+use crate::protocol::ServerFrame;
+use crate::ratelimit::RateLimit;
 use crate::relay::Relay;
-use crate::socket::{CloseReason, Inbound, Read, Socket, WireFrame};
+use crate::socket::{CloseReason, Socket, WireFrame};
 use crate::telemetry;
+
+mod client_frames;
 
 /// Frames taken from the outbox per wake-up beyond the first, and so
 /// written with one `writev`, before the loop looks at its other work.
@@ -274,42 +275,6 @@ impl Connection {
         self.outbox.poll_recv(cx).map(Event::Deliver)
     }
 
-    /// `refresh {token}`: a new token for the same user moves the expiry.
-    fn refresh(&mut self, id: Option<u64>, token: &str) -> String {
-        match auth::refreshed(self.gw.auth(), token, &self.user) {
-            Ok(identity) => {
-                self.token_expires = identity.expires.map(deadline_of);
-                self.access = identity.access;
-                ServerFrame::ok(id).encode()
-            }
-            Err(message) => {
-                metrics::inc(&self.gw.metrics().bad_frames);
-                ServerFrame::failure(id, ErrorBody::new(ErrorCode::BadToken, message)).encode()
-            }
-        }
-    }
-
-    /// Spend one frame of the rate budget. `Ok(Some(frame))` is the error
-    /// to answer instead of processing; `Err` closes an abusive client.
-    fn over_budget(&mut self, id: Option<u64>) -> Result<Option<String>, Exit> {
-        match self.rate.check(Instant::now()) {
-            Verdict::Allow => Ok(None),
-            Verdict::Refuse => {
-                metrics::inc(&self.gw.metrics().rate_limited);
-                let limit = self.gw.settings().max_messages_per_second;
-                let error = ErrorBody::new(
-                    ErrorCode::RateLimited,
-                    format!("more than {limit} frames per second; this one was dropped"),
-                );
-                Ok(Some(ServerFrame::failure(id, error).encode()))
-            }
-            Verdict::Close => {
-                metrics::inc(&self.gw.metrics().rate_limited);
-                Err(Exit::Server(Disconnect::RateLimitExceeded))
-            }
-        }
-    }
-
     fn closed_with(&self, code: u16, reason: &str) {
         telemetry::connection_ended(
             self.opened,
@@ -407,64 +372,6 @@ impl Connection {
             return self.send(&WireFrame::ping(b""));
         }
         Ok(())
-    }
-
-    async fn on_read(&mut self) -> Result<(), Exit> {
-        let msg = match self.socket.next() {
-            None => return Ok(()),
-            Some(Read::Closed) => return Err(Exit::Gone),
-            Some(Read::Failed(e)) => {
-                tracing::debug!(error = %e, "read failed");
-                return Err(classify(&e).map_or(Exit::Gone, Exit::Server));
-            }
-            Some(Read::Message(msg)) => msg,
-        };
-        self.last_seen = Instant::now();
-        match msg {
-            Inbound::Text(text) => {
-                metrics::inc(&self.gw.metrics().frames_in);
-                if let Some(refused) = self.over_budget(protocol::peek_id(&text))? {
-                    return self.reply(&refused);
-                }
-                let answer = match protocol::decode(&text) {
-                    Ok(Request {
-                        id,
-                        command: Command::Refresh { token },
-                    }) => self.refresh(id, &token).into(),
-                    Ok(request) => {
-                        let caller = Caller {
-                            conn: &self.conn,
-                            user: &self.user,
-                            access: &self.access,
-                        };
-                        // Boxed: the command's future (Redis calls and all)
-                        // is large, and would otherwise be part of every
-                        // idle connection's task for its whole life.
-                        Box::pin(commands::execute(&self.gw, &caller, request)).await
-                    }
-                    Err(e) => {
-                        metrics::inc(&self.gw.metrics().bad_frames);
-                        ServerFrame::failure(e.id, e.error).encode().into()
-                    }
-                };
-                self.answer(answer)
-            }
-            Inbound::Binary(_) => {
-                metrics::inc(&self.gw.metrics().frames_in);
-                if let Some(refused) = self.over_budget(None)? {
-                    return self.reply(&refused);
-                }
-                metrics::inc(&self.gw.metrics().bad_frames);
-                let error = ErrorBody::new(
-                    ErrorCode::BadFrame,
-                    "binary frames are not supported; send JSON text frames",
-                );
-                self.reply(&ServerFrame::Error { error }.encode())
-            }
-            Inbound::Ping(payload) => self.send(&WireFrame::pong(&payload)),
-            Inbound::Pong(_) => Ok(()),
-            Inbound::Close(reason) => Err(Exit::Client(reason)),
-        }
     }
 }
 
