@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 
 use crate::relay::Relay;
-
 use crate::socket::WireFrame;
 
 /// Capacity kept after the queue drains; more is released.

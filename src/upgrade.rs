@@ -74,8 +74,7 @@ pub(crate) async fn serve(
     let span = tracing::info_span!("upgrade", node = %gw.node_id(), status = tracing::field::Empty);
     let accepted = match endpoint {
         None => Err(HttpResponse::NotFound().finish()),
-        // Boxed: the handshake's future is not kept for the connection.
-        Some(endpoint) => Box::pin(accept(&req, &gw, endpoint).instrument(span.clone())).await,
+        Some(endpoint) => accept(&req, &gw, endpoint).instrument(span.clone()).await,
     };
     let mut parts = framed.into_parts();
     let accepted = match accepted {
@@ -90,21 +89,17 @@ pub(crate) async fn serve(
     let switching = ws::handshake_response(req.head())
         .finish()
         .map_into_boxed_body();
-    drop(req);
     if answer(&mut parts.io, &mut parts.codec, switching)
         .await
         .is_err()
     {
         if let Accepted::Gateway(_, client, _) = &accepted {
-            Box::pin(gw.unadmit(client)).await;
+            gw.unadmit(client).await;
         }
         return;
     }
+    // The HTTP codec and its buffers go with this task, which ends here.
     let socket = Socket::new(parts.io, &parts.read_buf, gw.settings().max_message_bytes);
-    // The HTTP codec and its buffers are not needed any more.
-    drop(parts.codec);
-    drop(parts.read_buf);
-    drop(parts.write_buf);
     match accepted {
         Accepted::Gateway(identity, client, permit) => {
             actix_web::rt::spawn(connection::serve(gw, socket, identity, client, permit));

@@ -144,29 +144,29 @@ fn deadline_of(at: std::time::SystemTime) -> Instant {
 
 impl Connection {
     async fn run(mut self, permit: Permit) {
-        let gw = self.gw.clone();
-        let outbox = self.outbox.clone();
         let member = Member {
-            outbox: outbox.clone(),
+            outbox: self.outbox.clone(),
             closer: self.closer.clone(),
         };
         // The one-off steps (registry and presence calls) are boxed, so that
         // their futures are not part of the connection's task for its whole
         // life: the task's size is what every idle connection costs.
-        Box::pin(gw.attach(&self.conn, self.client.clone(), member)).await;
+        Box::pin(self.gw.attach(&self.conn, self.client.clone(), member)).await;
         tracing::debug!("connected");
 
-        let welcome = WireFrame::text(
-            &ServerFrame::Welcome {
-                conn: &self.conn,
-                node: gw.node_id(),
-                user: &self.user,
-                heartbeat_ms: gw.settings().heartbeat_interval.as_millis() as u64,
-            }
-            .encode(),
-        );
-        let welcomed = self.send(&welcome);
-        drop(welcome);
+        // In a block: the welcome is not kept for the connection's life.
+        let welcomed = {
+            let welcome = WireFrame::text(
+                &ServerFrame::Welcome {
+                    conn: &self.conn,
+                    node: self.gw.node_id(),
+                    user: &self.user,
+                    heartbeat_ms: self.gw.settings().heartbeat_interval.as_millis() as u64,
+                }
+                .encode(),
+            );
+            self.send(&welcome)
+        };
         // The handshake is over: its admission slot is free again.
         drop(permit);
         let exit = match welcomed {
@@ -174,8 +174,8 @@ impl Connection {
             Ok(()) => self.event_loop().await,
         };
 
-        outbox.close();
-        Box::pin(gw.detach(&self.conn)).await;
+        self.outbox.close();
+        Box::pin(self.gw.detach(&self.conn)).await;
         let reason = match exit {
             Exit::Server(d) => {
                 self.closed_with(d.code(), d.name());
