@@ -278,6 +278,30 @@ async fn an_expiring_token_closes_the_connection_unless_refreshed() {
     );
 }
 
+/// A refresh to a token that runs out sooner moves the close with it: it
+/// comes at the new expiry, not at the next heartbeat tick (25 s away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_to_a_shorter_token_closes_at_its_expiry() {
+    let node = TestNode::memory(with_jwt(JwtKey::HmacSecret(SECRET.into()))).await;
+    let mut shortened = open(&node, "", Some(&hs256(&claims("cat", now() + 600))))
+        .await
+        .unwrap();
+    let exp = now() + 2;
+    // Expires 3 s after the new token: still open when `shortened` closes,
+    // unless that close waited for a heartbeat tick.
+    let mut witness = open(&node, "", Some(&hs256(&claims("wit", exp + 3))))
+        .await
+        .unwrap();
+    shortened
+        .ok(json!({"type": "refresh", "token": hs256(&claims("cat", exp))}))
+        .await;
+    assert_eq!(shortened.ended().await, Ended::Close(3006));
+    assert_eq!(
+        witness.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+}
+
 /// The status and parsed JSON body of a refused handshake.
 async fn refused(node: &TestNode, query: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
     let url = format!("ws://127.0.0.1:{}/ws{query}", node.port);
