@@ -110,6 +110,42 @@ struct WsQuery {
     token: Option<String>,
 }
 
+/// The node holds as many WebSockets as it may. (They leave actix's
+/// per-worker connection count once upgraded, since they run in tasks of
+/// their own, so the node counts them itself.)
+pub fn capacity(gw: &Gateway) -> Result<(), Refusal> {
+    let capacity = gw.settings().max_connections * gw.settings().workers;
+    if gw.connection_count() >= capacity {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "at_capacity",
+            "this node holds as many connections as it may; connect to another node",
+        ));
+    }
+    Ok(())
+}
+
+/// `user` holds `count` connections, the most it may.
+pub fn too_many_connections(user: &UserId, count: usize, limit: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connections",
+        format!("user {user:?} already has {count} connections (limit {limit})"),
+    )
+}
+
+/// Every check of an upgrade, in the same order, without admitting or
+/// registering anything: what a plain GET on `/ws` answers.
+pub async fn probe(req: &RequestHead, gw: &Gateway) -> Result<(), Refusal> {
+    let _permit = gw.admit_handshake()?;
+    capacity(gw)?;
+    let identity = check(req, gw)?;
+    let limit = gw.settings().max_connections_per_user;
+    gw.check_user_limit(&identity.user)
+        .await
+        .map_err(|count| too_many_connections(&identity.user, count, limit))
+}
+
 /// The checks that need no I/O: draining, origin, credentials.
 pub fn check(req: &RequestHead, gw: &Gateway) -> Result<Identity, Refusal> {
     if gw.is_draining() {

@@ -20,7 +20,10 @@
 //! Crate-private:
 //! * `upgrade` — WebSocket upgrades, taken from actix-http's upgrade hook: route, admit, answer
 //!   101, then run the connection on the bare TCP stream.
-//! * `http` — the App's routes: `/healthz`, `/readyz`, `/metrics`, `/` (and a plain GET on `/ws`).
+//! * `http` — the App's routes: `/healthz`, `/readyz`, `/metrics`, `/` without the demo, and a
+//!   plain GET on `/ws` (answered as an upgrade would be, for browsers that cannot see why one
+//!   failed).
+//! * `web` — the JavaScript client (`/client/v1/`) and the demo chat at `/`, from `web/`.
 //! * `handshake` — what an upgrade must pass: admission, draining, origin, credentials.
 //! * `auth` — JWT verification of clients (handshake and `refresh`).
 //! * `api` — the server HTTP API under `/api` (API-key protected, `ResponseError`).
@@ -83,5 +86,6 @@ pub mod startup;
 pub mod telemetry;
 pub(crate) mod topic;
 pub(crate) mod upgrade;
+pub(crate) mod web;
 
 pub use presence::{ClientInfo, ConnInfo, NodeInfo};

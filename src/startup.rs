@@ -106,6 +106,7 @@ impl Application {
         // Room for the JSON around a message of the largest allowed size.
         let api_body_limit = settings.max_message_bytes + 4096;
         let echo_endpoint = settings.echo_endpoint;
+        let demo = settings.demo;
         let auth = settings.jwt.as_ref().map(Verifier::load).transpose()?;
         let services = services(&settings)?;
         let gateway = Gateway::new(settings, auth, services);
@@ -129,7 +130,7 @@ impl Application {
                 let gw = upgrade_gw.clone();
                 let app = App::new()
                     .app_data(data)
-                    .configure(|cfg| http::routes(cfg, api_body_limit, echo_endpoint))
+                    .configure(|cfg| http::routes(cfg, api_body_limit, echo_endpoint, demo))
                     .into_factory()
                     .map_err(|err: actix_web::Error| err.error_response());
                 HttpService::build()

@@ -31,7 +31,7 @@ use crate::auth::Identity;
 use crate::connection;
 use crate::echo;
 use crate::gateway::Gateway;
-use crate::handshake::{self, Permit, Refusal};
+use crate::handshake::{self, Permit};
 use crate::presence::ClientInfo;
 use crate::socket::Socket;
 
@@ -121,28 +121,12 @@ async fn accept(
     // before it costs an admission.
     ws::verify_handshake(req.head()).map_err(HttpResponse::from_error)?;
     let permit = gw.admit_handshake().map_err(|r| r.response())?;
-    // WebSockets leave actix's per-worker connection count once upgraded
-    // (they run in tasks of their own), so the node counts them itself.
-    let capacity = gw.settings().max_connections * gw.settings().workers;
-    if gw.connection_count() >= capacity {
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "at_capacity",
-            "this node holds as many connections as it may; connect to another node",
-        )
-        .response());
-    }
+    handshake::capacity(gw).map_err(|r| r.response())?;
     let identity = handshake::check(req.head(), gw).map_err(|r| r.response())?;
     let user = identity.user.clone();
     let limit = gw.settings().max_connections_per_user;
-    let too_many = |count| {
-        Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections",
-            format!("user {user:?} already has {count} connections (limit {limit})"),
-        )
-        .response()
-    };
+    let too_many =
+        |count| handshake::too_many_connections(&user, count, limit).response();
     match endpoint {
         // Counted and registered in one step, so a burst cannot overshoot;
         // fail-open if the registry is unreachable (see `Gateway::admit`).

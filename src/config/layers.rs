@@ -189,14 +189,18 @@ layer! {
         /// conformance testing only (default: false).
         #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT")]
         echo_endpoint: bool = false,
+        /// Serve the demo chat at `/` (`--demo false`: a line of text instead)
+        /// (default: true).
+        #[arg(long, env = "SWITCHBOARD_DEMO")]
+        demo: bool = true,
         /// How long a publish's `idempotency_key` is remembered, in milliseconds (default 300000).
         #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW_MS")]
         idempotency_window_ms: u64 = 300_000,
         /// Options of channels without a namespace (TOML only).
         #[arg(skip)]
         default_namespace: NamespaceOptions = NamespaceOptions::default(),
-        /// Channel namespaces (TOML only).
+        /// Channel namespaces (TOML only; default: `chat`, `files`, `tasks`).
         #[arg(skip)]
-        namespaces: Vec<Namespace> = Vec::new(),
+        namespaces: Vec<Namespace> = super::namespaces::builtin_namespaces(),
     }
 }

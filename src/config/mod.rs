@@ -114,6 +114,7 @@ pub struct Settings {
     pub jwt: Option<JwtSettings>,
     /// Serve the echo WebSocket on `/echo` (conformance testing only).
     pub echo_endpoint: bool,
+    pub demo: bool,
     pub default_namespace: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
 }

@@ -84,6 +84,42 @@ impl Default for NamespaceOptions {
     }
 }
 
+/// The namespaces a node has when its settings list none: one per use the
+/// gateway is built for, so the demo at `/` and the examples in
+/// docs/protocol.md work on a node started with no settings at all. A
+/// settings file with a `namespaces` list (even an empty one) replaces them.
+///
+/// * `chat`: rooms. Presence and join/leave; only a room's subscribers post
+///   to it or read who is there; the last 100 messages are kept for 10
+///   minutes, so a reconnecting page catches up.
+/// * `files`: file-sync notifications, published by the backend through
+///   the server API; 1000 kept for an hour, so a laptop that slept resumes.
+/// * `tasks`: task push, published by the backend; 1000 kept for an hour.
+pub fn builtin_namespaces() -> Vec<Namespace> {
+    let chat = NamespaceOptions {
+        presence: true,
+        join_leave: true,
+        subscribe: Rule::Any,
+        publish: Rule::Subscribers,
+        presence_for: Rule::Subscribers,
+        history_size: 100,
+        history_ttl_ms: 600_000,
+    };
+    let pushed = NamespaceOptions {
+        publish: Rule::Server,
+        history_size: 1000,
+        history_ttl_ms: 3_600_000,
+        ..NamespaceOptions::OFF
+    };
+    [("chat", chat), ("files", pushed.clone()), ("tasks", pushed)]
+        .into_iter()
+        .map(|(name, options)| Namespace {
+            name: name.into(),
+            options,
+        })
+        .collect()
+}
+
 /// A namespace's history bounds: at most `size` messages per channel, and
 /// the whole history dropped `ttl` after the channel's last publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -213,6 +213,7 @@ impl Settings {
             allowed_origins,
             jwt,
             echo_endpoint: m.echo_endpoint,
+            demo: m.demo,
             idempotency_window,
             default_namespace: m.default_namespace,
             namespaces,

@@ -294,3 +294,52 @@ async fn upgrades_past_the_node_capacity_get_503_at_capacity() {
     })
     .await;
 }
+
+/// A plain GET on `/ws` answers what an upgrade with the same query and
+/// headers would get — the refusal, or 426 `upgrade_required` — without
+/// admitting anything: how a browser, which sees only close code 1006 for
+/// a refused upgrade, learns why (the JavaScript client asks this way).
+/// Pages of allowed origins may read it, `Retry-After` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_get_on_ws_answers_as_an_upgrade_would() {
+    let node = TestNode::memory(|s| {
+        s.max_connections = 1;
+        s.workers = 1;
+        s.allowed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let probe = |query: &'static str, origin: Option<&'static str>| {
+        let port = node.port;
+        async move {
+            let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/ws{query}"));
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            let response = request.send().await.expect("probe answered");
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body: Value =
+                serde_json::from_str(&response.text().await.expect("a body")).expect("JSON");
+            (status, headers, body["error"]["code"].as_str().unwrap().to_owned())
+        }
+    };
+    // Would be accepted: 426, and probing many times admits nothing.
+    for _ in 0..3 {
+        let (status, headers, code) = probe("?user=ann", None).await;
+        assert_eq!((status, code.as_str()), (426, "upgrade_required"));
+        assert_eq!(headers["upgrade"], "websocket");
+    }
+    assert_eq!(node.gateway.connection_count(), 0);
+    let (status, _, code) = probe("?user=%7Bx%7D", None).await;
+    assert_eq!((status, code.as_str()), (400, "bad_request"));
+    let (status, headers, code) = probe("?user=ann", Some("https://evil.example")).await;
+    assert_eq!((status, code.as_str()), (403, "origin_not_allowed"));
+    assert!(headers.get("access-control-allow-origin").is_none());
+    // The node is full: 503 with Retry-After, readable by an allowed page.
+    let _only = node.connect("only").await;
+    let (status, headers, code) = probe("?user=ann", Some("https://app.example.com")).await;
+    assert_eq!((status, code.as_str()), (503, "at_capacity"));
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(headers["access-control-expose-headers"], "retry-after");
+}

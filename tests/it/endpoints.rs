@@ -12,9 +12,14 @@ async fn root_accepts_upgrades_and_describes_itself_otherwise() {
     let mut c = Client::connect(&format!("ws://127.0.0.1:{}/?user=root", node.port)).await;
     assert_eq!(c.welcome["user"], "root");
     c.subscribe("a").await;
+    // A plain GET on `/` is the demo page (see `web`), or a line of text.
     let (status, body) = node.http_get("/").await;
     assert_eq!(status, 200);
-    assert!(body.contains("/ws"), "{body}");
+    assert!(body.contains("/client/v1/switchboard.js"), "{body}");
+    let plain = TestNode::memory(|s| s.demo = false).await;
+    let (status, body) = plain.http_get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("connect a WebSocket to /ws"), "{body}");
     // Anonymous users get a generated name; a bad ?user= is refused before the upgrade.
     let anon = Client::connect(&format!("ws://127.0.0.1:{}/ws", node.port)).await;
     assert!(anon.welcome["user"].as_str().unwrap().starts_with("anon-"));
@@ -26,9 +31,9 @@ async fn root_accepts_upgrades_and_describes_itself_otherwise() {
 
 /// WebSocket upgrades are served at `/ws`, `/` (and `/echo` when enabled)
 /// only: one to any other path is a 404, and the connection closes. A plain
-/// GET on `/ws` says what is missing.
+/// GET on `/ws` is 426 (see `admission` for what else it can answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrades_elsewhere_are_404_and_a_plain_get_on_ws_is_400() {
+async fn upgrades_elsewhere_are_404_and_a_plain_get_on_ws_is_426() {
     let node = TestNode::memory(|_| {}).await;
     for path in ["/api/publish", "/healthz", "/echo", "/nowhere"] {
         match tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}{path}", node.port)).await
@@ -40,7 +45,7 @@ async fn upgrades_elsewhere_are_404_and_a_plain_get_on_ws_is_400() {
         }
     }
     let (status, _) = node.http_get("/ws").await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 426);
     // The node still serves plain requests and upgrades after those.
     let (status, _) = node.http_get("/healthz").await;
     assert_eq!(status, 200);

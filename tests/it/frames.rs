@@ -46,11 +46,11 @@ async fn malformed_frames_get_errors_and_the_connection_stays_open() {
             "bad_channel",
         ),
         (
-            json!({"type": "subscribe", "channel": "files:1"}),
+            json!({"type": "subscribe", "channel": "nope:1"}),
             "unknown_channel",
         ),
         (
-            json!({"type": "publish", "channel": "files:1", "data": 1}),
+            json!({"type": "publish", "channel": "nope:1", "data": 1}),
             "unknown_channel",
         ),
         (
