@@ -62,13 +62,16 @@ async fn probe(req: HttpRequest, gw: web::Data<Gateway>) -> HttpResponse {
                 "a WebSocket upgrade is expected here; one now would be accepted",
             )
             .response();
-            r.headers_mut()
-                .insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+            r.headers_mut().insert(
+                header::UPGRADE,
+                header::HeaderValue::from_static("websocket"),
+            );
             r
         }
     };
     let origin = req.headers().get(header::ORIGIN).cloned();
-    if let Some(origin) = origin.filter(|o| gw.settings().origin_allowed(o.to_str().unwrap_or(""))) {
+    if let Some(origin) = origin.filter(|o| gw.settings().origin_allowed(o.to_str().unwrap_or("")))
+    {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(

@@ -125,8 +125,7 @@ async fn accept(
     let identity = handshake::check(req.head(), gw).map_err(|r| r.response())?;
     let user = identity.user.clone();
     let limit = gw.settings().max_connections_per_user;
-    let too_many =
-        |count| handshake::too_many_connections(&user, count, limit).response();
+    let too_many = |count| handshake::too_many_connections(&user, count, limit).response();
     match endpoint {
         // Counted and registered in one step, so a burst cannot overshoot;
         // fail-open if the registry is unreachable (see `Gateway::admit`).

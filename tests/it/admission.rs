@@ -311,7 +311,8 @@ async fn a_plain_get_on_ws_answers_as_an_upgrade_would() {
     let probe = |query: &'static str, origin: Option<&'static str>| {
         let port = node.port;
         async move {
-            let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/ws{query}"));
+            let mut request =
+                reqwest::Client::new().get(format!("http://127.0.0.1:{port}/ws{query}"));
             if let Some(origin) = origin {
                 request = request.header("origin", origin);
             }
@@ -320,7 +321,11 @@ async fn a_plain_get_on_ws_answers_as_an_upgrade_would() {
             let headers = response.headers().clone();
             let body: Value =
                 serde_json::from_str(&response.text().await.expect("a body")).expect("JSON");
-            (status, headers, body["error"]["code"].as_str().unwrap().to_owned())
+            (
+                status,
+                headers,
+                body["error"]["code"].as_str().unwrap().to_owned(),
+            )
         }
     };
     // Would be accepted: 426, and probing many times admits nothing.
@@ -340,6 +345,9 @@ async fn a_plain_get_on_ws_answers_as_an_upgrade_would() {
     let (status, headers, code) = probe("?user=ann", Some("https://app.example.com")).await;
     assert_eq!((status, code.as_str()), (503, "at_capacity"));
     assert_eq!(headers["retry-after"], "1");
-    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
     assert_eq!(headers["access-control-expose-headers"], "retry-after");
 }

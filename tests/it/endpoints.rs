@@ -144,3 +144,35 @@ async fn the_grafana_dashboard_queries_served_metrics() {
         );
     }
 }
+
+/// Every node serves the JavaScript client and its declarations at the
+/// versioned path, byte for byte the files in `web/client/`, importable
+/// from a page of another origin (an ES module is fetched with CORS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_client_is_served_at_a_versioned_path() {
+    let node = TestNode::memory(|s| s.demo = false).await;
+    for (path, file, kind) in [
+        (
+            "/client/v1/switchboard.js",
+            include_str!("../../web/client/switchboard.js"),
+            "text/javascript",
+        ),
+        (
+            "/client/v1/switchboard.d.ts",
+            include_str!("../../web/client/switchboard.d.ts"),
+            "application/typescript",
+        ),
+    ] {
+        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", node.port))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        assert_eq!(response.text().await.unwrap(), file, "{path}");
+    }
+    // Without the demo, its files are not served either.
+    let (status, _) = node.http_get("/demo/demo.js").await;
+    assert_eq!(status, 404);
+}

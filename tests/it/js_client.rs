@@ -30,11 +30,9 @@ async fn the_javascript_client_passes_its_tests_against_real_nodes() {
         n.wait_listening().await;
     }
     // The full node's one place is taken.
-    let _holder = crate::support::Client::connect(&format!(
-        "ws://127.0.0.1:{}/ws?user=holder",
-        full.port()
-    ))
-    .await;
+    let _holder =
+        crate::support::Client::connect(&format!("ws://127.0.0.1:{}/ws?user=holder", full.port()))
+            .await;
     let url = |n: &switchboard_fixtures::NodeProcess| format!("ws://127.0.0.1:{}/ws", n.port());
     let root = env!("CARGO_MANIFEST_DIR");
     let mut command = Command::new(node_js);
@@ -56,5 +54,8 @@ async fn the_javascript_client_passes_its_tests_against_real_nodes() {
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "node --test web/test/ failed");
     // The spec reporter sums up: no test failed, and the file was not empty.
-    assert!(stdout.contains("ℹ fail 0") && !stdout.contains("ℹ pass 0"), "{stdout}");
+    assert!(
+        stdout.contains("ℹ fail 0") && !stdout.contains("ℹ pass 0"),
+        "{stdout}"
+    );
 }

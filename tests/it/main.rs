@@ -14,6 +14,7 @@ mod api_validation;
 mod auth;
 mod autobahn;
 mod backpressure;
+mod browser;
 mod conformance;
 mod delivery;
 mod doc_examples;

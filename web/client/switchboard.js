@@ -264,8 +264,8 @@ export class Switchboard {
       } else {
         this._urlIndex++; // unreachable: try the next node
       }
-    } else if (code === 3001) {
-      this._urlIndex++; // the node is draining: the next one
+    } else if (code === 3001 || code === 1006) {
+      this._urlIndex++; // the node is draining, or gone without a word: the next one
     }
     if (action === "token" && !this.options.getToken) action = "stop";
     const detail = { code, reason, reconnect: action !== "stop", error, wasConnected };
