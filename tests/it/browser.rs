@@ -4,8 +4,8 @@
 //! Screenshots go to `target/e2e-artifacts/`.
 
 use std::path::Path;
-use std::process::Command;
 
+use crate::support::tools::{available, node_tests, present};
 use crate::support::{spawn_node, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,13 +14,8 @@ async fn the_demo_chat_works_in_a_real_browser_across_two_nodes() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let have = Path::new(&chromium).exists()
         && root.join("web/e2e/node_modules/playwright-core").exists()
-        && crate::js_client::node_js().is_some();
-    if !have {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium, node or web/e2e/node_modules missing (scripts/test installs them)"
-        );
-        eprintln!("skipped: chromium or playwright-core not installed (run scripts/test)");
+        && available("node", &["--version"]);
+    if !present(have, "chromium, Node.js and web/e2e/node_modules") {
         return;
     }
     let redis = RedisServer::start().await;
@@ -29,27 +24,19 @@ async fn the_demo_chat_works_in_a_real_browser_across_two_nodes() {
     a.wait_listening().await;
     b.wait_listening().await;
     let artifacts = root.join("target/e2e-artifacts");
-    let mut command = Command::new("node");
-    command
-        .current_dir(root.join("web/e2e"))
-        .args(["--test", "--test-reporter=spec", "chat.e2e.mjs"])
-        .env("SB_A", format!("http://127.0.0.1:{}", a.port()))
-        .env("SB_B", format!("http://127.0.0.1:{}", b.port()))
-        .env("SB_A_PID", a.pid().to_string())
-        .env("CHROMIUM", &chromium)
-        .env("ARTIFACTS", &artifacts);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .expect("run node --test chat.e2e.mjs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the browser tests failed");
-    assert!(
-        stdout.contains("ℹ fail 0") && stdout.contains("ℹ pass 4"),
-        "{stdout}"
-    );
+    node_tests(
+        &root.join("web/e2e"),
+        &["chat.e2e.mjs"],
+        &[
+            ("SB_A", format!("http://127.0.0.1:{}", a.port())),
+            ("SB_B", format!("http://127.0.0.1:{}", b.port())),
+            ("SB_A_PID", a.pid().to_string()),
+            ("CHROMIUM", chromium),
+            ("ARTIFACTS", artifacts.display().to_string()),
+        ],
+        4,
+    )
+    .await;
     for shot in [
         "1-chat-ann-on-node-a",
         "3-caught-up-on-node-b",

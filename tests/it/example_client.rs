@@ -5,20 +5,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use crate::support::spawn_node;
+use crate::support::tools::{available, present};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_client_gets_a_reply_from_a_default_node() {
-    let have_websockets = Command::new("python3")
-        .args(["-c", "import websockets"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_websockets {
-        // scripts/test installs it; plain `cargo test` may run without it.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide python3 with `websockets`"
-        );
-        eprintln!("SKIPPED: python3 with the `websockets` package is not installed");
+    let have = available("python3", &["-c", "import websockets"]);
+    if !present(have, "python3 with `websockets`") {
         return;
     }
     let node = spawn_node(&[], &[]);

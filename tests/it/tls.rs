@@ -5,6 +5,7 @@
 
 use std::process::{Child, Command, Stdio};
 
+use crate::support::tools::{available, present};
 use crate::support::{free_port, temp_dir, wait_listening, TestNode};
 
 struct Nginx(Child);
@@ -19,25 +20,10 @@ impl Drop for Nginx {
     }
 }
 
-fn available(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_through_a_tls_terminating_proxy() {
     let have = available("nginx", &["-v"]) && available("python3", &["-c", "import websockets"]);
-    if !have {
-        // scripts/test installs both; plain `cargo test` may run without them.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide nginx and python3 websockets"
-        );
-        eprintln!("SKIPPED: nginx or python3 websockets not installed");
+    if !present(have, "nginx and python3 with `websockets`") {
         return;
     }
     let node = TestNode::memory(|_| {}).await;

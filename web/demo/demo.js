@@ -100,6 +100,8 @@ async function joinRoom(room) {
   renderLists();
   try {
     await sb.subscribe(channel, { presence: true });
+    conversation(roomKey(room)).joined = true;
+    renderLists();
     await loadHistory(room, false);
   } catch (e) {
     banner(`Could not join #${room}: ${e.code}`, "error");
@@ -197,7 +199,11 @@ function li(text, { active, badge, onClick, data = {} } = {}) {
 function renderLists() {
   const rooms = [...conversations.values()].filter((c) => c.key.startsWith("room:"));
   $("rooms").replaceChildren(
-    ...rooms.map((c) => li(`# ${c.key.slice(5)}`, { active: c.key === current, badge: c.unread || null, onClick: () => open(c.key), data: { room: c.key.slice(5) } })),
+    ...rooms.map((c) => {
+      const data = { room: c.key.slice(5) };
+      if (c.joined) data.joined = "";
+      return li(`# ${c.key.slice(5)}`, { active: c.key === current, badge: c.unread || null, onClick: () => open(c.key), data });
+    }),
   );
   const dms = [...conversations.values()].filter((c) => c.key.startsWith("dm:"));
   $("dms").replaceChildren(

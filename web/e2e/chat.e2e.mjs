@@ -153,6 +153,8 @@ test("a page on a slow network still receives everything, in order", async () =>
     throttle: { latency: 400, downloadThroughput: 8 * 1024, uploadThroughput: 8 * 1024 },
   });
   const bob = pages.bob.page;
+  // carol is subscribed (over the slow network) before bob publishes.
+  await carol.waitForSelector('#rooms li[data-room="random"][data-joined]');
   await bob.click('#rooms li[data-room="random"]');
   const sent = Array.from({ length: 100 }, (_, i) => `slow ${String(i + 1).padStart(3, "0")} ${"·".repeat(200)}`);
   // 100 messages of ~400 bytes each: about 5 s of carol's bandwidth.

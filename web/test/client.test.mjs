@@ -186,14 +186,21 @@ test("direct messages, presence and join/leave", async (t) => {
   assert.deepEqual(ann.members(room).map((m) => m.user), [ann.user]);
 });
 
-test("after a reconnect it resubscribes from its position and gets what it missed, once, in order", async (t) => {
+/** ann, whose client waits at least 500 ms before reconnecting, and bob,
+ * both connected and subscribed to `channel`. */
+async function reconnectingPair(t, channel) {
   const user = name("ann");
   const ann = new Switchboard(URL, { user, minReconnectDelay: 1000 });
   const bob = new Switchboard(URL, { user: name("bob") });
   t.after(() => (ann.close(), bob.close()));
   await Promise.all([connected(ann), connected(bob)]);
+  await Promise.all([ann.subscribe(channel), bob.subscribe(channel)]);
+  return { user, ann, bob };
+}
+
+test("after a reconnect it resubscribes from its position and gets what it missed, once, in order", async (t) => {
   const room = `chat:${name("room")}`;
-  await Promise.all([ann.subscribe(room), bob.subscribe(room)]);
+  const { user, ann, bob } = await reconnectingPair(t, room);
   const got = record(ann, "message");
   for (let i = 1; i <= 5; i++) await bob.publish(room, i);
   await until(ann, "message", () => got.length === 5);
@@ -219,14 +226,9 @@ test("after a reconnect it resubscribes from its position and gets what it misse
 });
 
 test("a resubscribe that cannot recover is reported as a resync", async (t) => {
-  const user = name("ann");
-  const ann = new Switchboard(URL, { user, minReconnectDelay: 1000 });
-  const bob = new Switchboard(URL, { user: name("bob") });
-  t.after(() => (ann.close(), bob.close()));
-  await Promise.all([connected(ann), connected(bob)]);
   // The default namespace keeps no history: what is missed is gone.
   const channel = name("news");
-  await Promise.all([ann.subscribe(channel), bob.subscribe(channel)]);
+  const { user, ann, bob } = await reconnectingPair(t, channel);
   const before = next(ann, "message");
   await bob.publish(channel, "before");
   await before;
