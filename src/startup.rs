@@ -227,9 +227,16 @@ fn services(settings: &Settings) -> Result<Services, BrokerError> {
         ),
         Some(url) => {
             let keys = Keys::new(settings.key_prefix.clone());
-            let pool = redis_broker::pool(url, settings.redis_pool_size, settings.redis_timeout)?;
+            // One client (with the TLS certificates, for rediss://) for the
+            // command pool and the subscriber connection.
+            let client = redis_broker::client(url, &settings.redis_tls)?;
+            let pool = redis_broker::pool(
+                client.clone(),
+                settings.redis_pool_size,
+                settings.redis_timeout,
+            )?;
             let broker = RedisBroker::start(
-                url,
+                client,
                 pool.clone(),
                 keys.clone(),
                 settings.node_id.clone(),

@@ -92,9 +92,20 @@ layer! {
         /// Address to listen on, e.g. 0.0.0.0:6789 (default 127.0.0.1:6789).
         #[arg(long, env = "SWITCHBOARD_LISTEN")]
         listen: String = "127.0.0.1:6789".into(),
-        /// Redis URL; setting it switches the node to cluster mode.
+        /// Redis URL; setting it switches the node to cluster mode
+        /// (`redis://`, or `rediss://` for TLS).
         #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
         redis_url: String,
+        /// PEM CA certificate(s) that Redis's TLS certificate must chain to
+        /// (with `rediss://`; default: the system's roots).
+        #[arg(long, env = "SWITCHBOARD_REDIS_TLS_CA_FILE")]
+        redis_tls_ca_file: PathBuf,
+        /// PEM client certificate for Redis (`tls-auth-clients`); needs redis_tls_key_file.
+        #[arg(long, env = "SWITCHBOARD_REDIS_TLS_CERT_FILE")]
+        redis_tls_cert_file: PathBuf,
+        /// PEM private key of redis_tls_cert_file.
+        #[arg(long, env = "SWITCHBOARD_REDIS_TLS_KEY_FILE")]
+        redis_tls_key_file: PathBuf,
         /// Node id, unique in the cluster (default: random).
         #[arg(long, env = "SWITCHBOARD_NODE_ID")]
         node_id: String = format!("node-{:08x}", fastrand::u32(..)),

@@ -77,10 +77,30 @@ pub enum LogFormat {
 }
 
 /// Validated settings of one node.
+/// PEM certificates for TLS to Redis, read at start. Debug shows which
+/// are set, never their bytes (the key is a secret).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and its key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub redis_url: Option<String>,
+    /// Certificates for a `rediss://` URL (all empty: the system's roots, no client certificate).
+    pub redis_tls: RedisTls,
     pub node_id: String,
     pub key_prefix: String,
     pub workers: usize,

@@ -3,11 +3,11 @@
 //! in the order of the settings and the first failure is reported, naming
 //! the setting by its TOML key (the flag and variable derive from it).
 
-use std::{fmt::Debug, net::SocketAddr, ops::RangeInclusive, time::Duration};
+use std::{fmt::Debug, net::SocketAddr, ops::RangeInclusive, path::PathBuf, time::Duration};
 
 use super::{
-    invalid, Cli, ConfigError, FileSettings, JwtKey, JwtSettings, NamespaceOptions, Settings,
-    MAX_HISTORY_SIZE,
+    invalid, Cli, ConfigError, FileSettings, JwtKey, JwtSettings, NamespaceOptions, RedisTls,
+    Settings, MAX_HISTORY_SIZE,
 };
 
 /// Node ids, prefixes and namespace names end up in Redis names and JSON:
@@ -71,7 +71,21 @@ impl Settings {
         if let Some(url) = &redis_url {
             redis::Client::open(url.as_str())
                 .map_err(|e| invalid("redis_url", format!("{url:?}: {e}")))?;
+            // The redis crate would accept it here and fail every connect:
+            // this build verifies Redis's certificate, always.
+            if url.starts_with("rediss://") && url.ends_with("#insecure") {
+                return Err(invalid(
+                    "redis_url",
+                    "#insecure (no certificate check) is not supported; give Redis's CA with redis_tls_ca_file",
+                ));
+            }
         }
+        let redis_tls = redis_tls(
+            redis_url.as_deref(),
+            m.redis_tls_ca_file,
+            m.redis_tls_cert_file,
+            m.redis_tls_key_file,
+        )?;
         check_name("node_id", &m.node_id)?;
         check_name("key_prefix", &m.key_prefix)?;
 
@@ -187,6 +201,7 @@ impl Settings {
         Ok(Settings {
             listen,
             redis_url,
+            redis_tls,
             node_id: m.node_id,
             key_prefix: m.key_prefix,
             workers,
@@ -237,4 +252,50 @@ fn check_history(setting: &'static str, options: &NamespaceOptions) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// The certificates for TLS to Redis: only with a `rediss://` URL, a
+/// client certificate only with its key, each file read now so that a
+/// wrong path stops the node at start, naming the setting.
+fn redis_tls(
+    url: Option<&str>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<RedisTls, ConfigError> {
+    let read = |setting: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| invalid(setting, format!("{}: {e}", path.display())))
+    };
+    let any = ca.is_some() || cert.is_some() || key.is_some();
+    if any && !url.is_some_and(|u| u.starts_with("rediss://")) {
+        let setting = match (&ca, &cert) {
+            (Some(_), _) => "redis_tls_ca_file",
+            (None, Some(_)) => "redis_tls_cert_file",
+            (None, None) => "redis_tls_key_file",
+        };
+        return Err(invalid(setting, "needs a rediss:// redis_url".to_string()));
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((
+            read("redis_tls_cert_file", &cert)?,
+            read("redis_tls_key_file", &key)?,
+        )),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "redis_tls_key_file",
+                "redis_tls_cert_file needs its key".to_string(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "redis_tls_cert_file",
+                "redis_tls_key_file needs its certificate".to_string(),
+            ))
+        }
+    };
+    Ok(RedisTls {
+        ca: ca.map(|p| read("redis_tls_ca_file", &p)).transpose()?,
+        client,
+    })
 }

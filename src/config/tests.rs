@@ -279,3 +279,66 @@ fn namespaces_decide_known_channels() {
         toml::from_str::<FileSettings>("[[namespaces]]\nname = \"x\"\npresense = true\n").is_err()
     );
 }
+
+#[test]
+fn redis_tls_settings_are_checked_at_start() {
+    let dir = std::env::temp_dir().join(format!("sb-tls-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("x.pem");
+    std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let pem = pem.to_str().unwrap();
+    let missing = dir.join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let resolve = |args: &[&str]| Settings::resolve(cli(args), FileSettings::default());
+    let refused = |args: &[&str], setting: &str| {
+        let err = resolve(args).unwrap_err().to_string();
+        assert!(err.contains(setting), "{args:?}: {err}");
+    };
+    let tls_url = ["--redis-url", "rediss://redis.example:6380"];
+    // Certificates need a rediss:// URL, a certificate its key, files that exist.
+    refused(
+        &["--redis-url", "redis://r:6379", "--redis-tls-ca-file", pem],
+        "redis_tls_ca_file",
+    );
+    refused(
+        &["--redis-tls-cert-file", pem, "--redis-tls-key-file", pem],
+        "redis_tls_cert_file",
+    );
+    refused(
+        &[&tls_url[..], &["--redis-tls-cert-file", pem]].concat(),
+        "redis_tls_key_file",
+    );
+    refused(
+        &[&tls_url[..], &["--redis-tls-key-file", pem]].concat(),
+        "redis_tls_cert_file",
+    );
+    refused(
+        &[&tls_url[..], &["--redis-tls-ca-file", missing]].concat(),
+        "redis_tls_ca_file",
+    );
+    // No certificate check is not an option.
+    refused(
+        &["--redis-url", "rediss://redis.example:6380/#insecure"],
+        "redis_url",
+    );
+    let s = resolve(
+        &[
+            &tls_url[..],
+            &[
+                "--redis-tls-ca-file",
+                pem,
+                "--redis-tls-cert-file",
+                pem,
+                "--redis-tls-key-file",
+                pem,
+            ],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert!(s.redis_tls.ca.is_some() && s.redis_tls.client.is_some());
+    // The key's bytes never reach a log line.
+    assert!(!format!("{s:?}").contains("BEGIN"));
+    let plain = resolve(&tls_url).unwrap();
+    assert_eq!(plain.redis_tls, crate::config::RedisTls::default());
+}

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use crate::broker::redis::{connection, Pool};
 use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{Additions, Admission, ExpiringSets, PresenceError, Removals, SetName};
@@ -145,7 +145,7 @@ impl RedisSets {
         args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
     ) -> Result<(), PresenceError> {
         self.bounded(async {
-            let mut conn = self.pool.get().await.map_err(unavailable)?;
+            let mut conn = connection(&self.pool).await.map_err(unavailable)?;
             let mut call = script.key(&set.hash);
             call.key(&set.expiry);
             args(&mut call);
@@ -170,7 +170,7 @@ impl RedisSets {
         args: impl Fn(&mut redis::Pipeline, &T),
     ) -> Result<(), PresenceError> {
         let mut conn = self
-            .bounded(async { self.pool.get().await.map_err(unavailable) })
+            .bounded(async { connection(&self.pool).await.map_err(unavailable) })
             .await?;
         // EVALSHA in a pipeline needs the script loaded (Redis may have restarted).
         self.bounded(async {
@@ -270,7 +270,7 @@ impl ExpiringSets for RedisSets {
             let set = self.keys_of(set);
             let flat: Vec<String> = self
                 .bounded(async {
-                    let mut conn = self.pool.get().await.map_err(unavailable)?;
+                    let mut conn = connection(&self.pool).await.map_err(unavailable)?;
                     self.list
                         .key(&set.hash)
                         .key(&set.expiry)
@@ -300,7 +300,7 @@ impl ExpiringSets for RedisSets {
         async move {
             let (added, live): (i64, u64) = self
                 .bounded(async {
-                    let mut conn = self.pool.get().await.map_err(unavailable)?;
+                    let mut conn = connection(&self.pool).await.map_err(unavailable)?;
                     self.admit
                         .key(&set.hash)
                         .key(&set.expiry)

@@ -1,6 +1,7 @@
 //! The demo chat end to end in headless Chromium: `web/e2e/chat.e2e.mjs`
 //! (playwright-core, from `web/e2e/package-lock.json`) against two real
-//! nodes on a real Redis started here. The script stops node-a itself.
+//! nodes on a real Redis started here, one of them also behind a slow
+//! proxy (`support::throttle`). The script stops node-a itself.
 //! Screenshots go to `target/e2e-artifacts/`.
 
 use std::path::Path;
@@ -23,6 +24,8 @@ async fn the_demo_chat_works_in_a_real_browser_across_two_nodes() {
     let (a, b) = (node("node-a"), node("node-b"));
     a.wait_listening().await;
     b.wait_listening().await;
+    // carol's link to node-b: 8 KiB/s each way.
+    let slow = crate::support::throttle::slow_proxy(b.port(), 8 * 1024).await;
     let artifacts = root.join("target/e2e-artifacts");
     node_tests(
         &root.join("web/e2e"),
@@ -30,6 +33,7 @@ async fn the_demo_chat_works_in_a_real_browser_across_two_nodes() {
         &[
             ("SB_A", format!("http://127.0.0.1:{}", a.port())),
             ("SB_B", format!("http://127.0.0.1:{}", b.port())),
+            ("SB_B_SLOW", format!("http://127.0.0.1:{slow}")),
             ("SB_A_PID", a.pid().to_string()),
             ("CHROMIUM", chromium),
             ("ARTIFACTS", artifacts.display().to_string()),

@@ -32,6 +32,7 @@ mod presence;
 mod recovery;
 mod recovery_faults;
 mod redis_outage;
+mod redis_tls;
 mod registry;
 mod settings;
 mod shutdown;

@@ -13,15 +13,17 @@
 //!   epoch, and PUBLISHes the envelope with both spliced in — one round trip,
 //!   and Redis orders the messages of a channel by offset.
 
+mod pool;
 mod read_loop;
 mod repair;
 mod streams;
 mod subscriber;
 
+pub use self::pool::{client, get as connection, pool, Pool};
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
 use futures_util::future::{BoxFuture, FutureExt};
 
 use self::streams::{Streams, CHANNEL_META_TTL, PUBLISH_LUA};
@@ -33,21 +35,6 @@ use crate::keys::Keys;
 use crate::metrics::{self, Metrics};
 use crate::protocol::new_epoch;
 use crate::topic::Topic;
-
-/// The command pool shared by the broker and presence: every checkout,
-/// create and recycle is bounded by `timeout`.
-pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<Pool, BrokerError> {
-    deadpool_redis::Config::from_url(url)
-        .builder()
-        .map_err(BrokerError::unavailable)?
-        .max_size(size)
-        .wait_timeout(Some(timeout))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(BrokerError::unavailable)
-}
 
 pub struct RedisBroker {
     pool: Pool,
@@ -64,7 +51,7 @@ impl RedisBroker {
     /// Start the subscriber task; commands use `pool`. Does not wait for Redis:
     /// a node may start before Redis and becomes ready when it connects.
     pub fn start(
-        url: &str,
+        client: redis::Client,
         pool: Pool,
         keys: Keys,
         node_id: String,
@@ -72,7 +59,6 @@ impl RedisBroker {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<RedisBroker, BrokerError> {
-        let client = redis::Client::open(url).map_err(BrokerError::unavailable)?;
         let streams = Arc::new(Streams::new(pool.clone(), keys.clone(), timeout));
         let subscriber = Subscriber::start(
             client,
@@ -128,11 +114,11 @@ impl RedisBroker {
     /// node's subscriber connection is down or still resubscribing: Redis
     /// would accept the PUBLISH (the pool reconnects first) and deliver it to
     /// nobody here, and the client would hold an `ok` for a lost message.
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
+    async fn conn(&self) -> Result<pool::Connection, BrokerError> {
         if !self.is_healthy() {
             return Err(BrokerError::NotResubscribed);
         }
-        self.pool.get().await.map_err(BrokerError::unavailable)
+        pool::get(&self.pool).await
     }
 }
 

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use super::pool::{self, Pool};
 use bytestring::ByteString;
-use deadpool_redis::Pool;
 
 use crate::broker::{BrokerError, History, HistoryQuery, Position};
 use crate::keys::Keys;
@@ -108,7 +108,7 @@ impl Streams {
             None => "-".to_owned(),
         };
         let read = async {
-            let mut conn = self.pool.get().await.map_err(BrokerError::unavailable)?;
+            let mut conn = pool::get(&self.pool).await?;
             self.script
                 .key(self.keys.channel_meta(channel))
                 .key(self.keys.channel_history(channel))
@@ -149,7 +149,7 @@ impl Streams {
         channels: &[&str],
     ) -> Result<Vec<(String, u64)>, BrokerError> {
         let read = async {
-            let mut conn = self.pool.get().await.map_err(BrokerError::unavailable)?;
+            let mut conn = pool::get(&self.pool).await?;
             let mut pipe = redis::pipe();
             for channel in channels {
                 pipe.cmd("HMGET")
