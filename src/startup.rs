@@ -227,20 +227,21 @@ fn services(settings: &Settings) -> Result<Services, BrokerError> {
         ),
         Some(url) => {
             let keys = Keys::new(settings.key_prefix.clone());
-            // One client (with the TLS certificates, for rediss://) for the
-            // command pool and the subscriber connection.
-            let client = redis_broker::client(url, &settings.redis_tls)?;
+            // Where the command pool and the subscriber connection go: one
+            // server (with its TLS certificates, for rediss://), or the
+            // master the Sentinels name at each connect.
+            let target = redis_broker::Target::new(url, &settings.redis_tls)
+                .map_err(crate::broker::BrokerError::unavailable)?;
             let pool = redis_broker::pool(
-                client.clone(),
+                target.clone(),
                 settings.redis_pool_size,
                 settings.redis_timeout,
             )?;
             let broker = RedisBroker::start(
-                client,
+                target,
                 pool.clone(),
                 keys.clone(),
-                settings.node_id.clone(),
-                settings.redis_timeout,
+                settings,
                 hub.clone(),
                 metrics.clone(),
             )?;

@@ -142,6 +142,10 @@ layer! {
         /// Redis command pool size (default 16).
         #[arg(long, env = "SWITCHBOARD_REDIS_POOL_SIZE")]
         redis_pool_size: usize = 16,
+        /// Replicas that must hold a publish before it is acknowledged
+        /// (Redis WAIT; 1 by default with a Sentinel URL, else 0).
+        #[arg(long, env = "SWITCHBOARD_REDIS_WAIT_REPLICAS")]
+        redis_wait_replicas: usize,
         /// Time between /readyz turning 503 and closing clients on shutdown (default 0).
         #[arg(long, env = "SWITCHBOARD_DRAIN_DELAY_MS")]
         drain_delay_ms: u64 = 0,

@@ -115,6 +115,8 @@ pub struct Settings {
     pub idempotency_window: Duration,
     pub redis_timeout: Duration,
     pub redis_pool_size: usize,
+    /// Replicas a publish must reach before its `ok` (Redis WAIT).
+    pub redis_wait_replicas: usize,
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
     /// The window the shutdown closes are spread over (zero: all at once).

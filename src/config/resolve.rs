@@ -69,8 +69,15 @@ impl Settings {
 
         let redis_url = m.redis_url.filter(|u| !u.is_empty());
         if let Some(url) = &redis_url {
-            redis::Client::open(url.as_str())
-                .map_err(|e| invalid("redis_url", format!("{url:?}: {e}")))?;
+            match crate::broker::redis::SentinelSpec::parse(url) {
+                Some(spec) => {
+                    spec.map_err(|e| invalid("redis_url", format!("{url:?}: {e}")))?;
+                }
+                None => {
+                    redis::Client::open(url.as_str())
+                        .map_err(|e| invalid("redis_url", format!("{url:?}: {e}")))?;
+                }
+            }
             // The redis crate would accept it here and fail every connect:
             // this build verifies Redis's certificate, always.
             if url.starts_with("rediss://") && url.ends_with("#insecure") {
@@ -80,6 +87,12 @@ impl Settings {
                 ));
             }
         }
+        // With Sentinel a failover promotes a replica: a publish it does
+        // not have yet would be lost with its `ok`, so wait for one.
+        let sentinel = redis_url
+            .as_deref()
+            .is_some_and(|u| crate::broker::redis::SentinelSpec::parse(u).is_some());
+        let redis_wait_replicas = m.redis_wait_replicas.unwrap_or(usize::from(sentinel));
         let redis_tls = redis_tls(
             redis_url.as_deref(),
             m.redis_tls_ca_file,
@@ -202,6 +215,7 @@ impl Settings {
             listen,
             redis_url,
             redis_tls,
+            redis_wait_replicas,
             node_id: m.node_id,
             key_prefix: m.key_prefix,
             workers,
@@ -267,7 +281,9 @@ fn redis_tls(
         std::fs::read(path).map_err(|e| invalid(setting, format!("{}: {e}", path.display())))
     };
     let any = ca.is_some() || cert.is_some() || key.is_some();
-    if any && !url.is_some_and(|u| u.starts_with("rediss://")) {
+    if any
+        && !url.is_some_and(|u| u.starts_with("rediss://") || u.starts_with("rediss+sentinel://"))
+    {
         let setting = match (&ca, &cert) {
             (Some(_), _) => "redis_tls_ca_file",
             (None, Some(_)) => "redis_tls_cert_file",

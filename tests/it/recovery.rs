@@ -235,3 +235,63 @@ async fn a_node_back_from_an_outage_repairs_the_gap_for_its_clients() {
     publisher.publish("log:plain", marker.clone()).await;
     sub.expect_marker("message", &marker).await;
 }
+
+/// When a node comes back to a Redis whose channel stands behind what the
+/// node delivered — what a Sentinel failover to a replica that lacked the
+/// newest (unacknowledged) messages leaves; here the offset is wound back
+/// by hand while the node is cut off — its clients are told `rewound`,
+/// and the publishes that reuse those offsets are delivered, not dropped
+/// as duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_redis_wound_back_is_announced_and_goes_on() {
+    let redis = RedisServer::start().await;
+    let _: String = redis
+        .query(
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("node-a")
+                .arg(&["on", ">pw", "~*", "&*", "+@all"][..]),
+        )
+        .await;
+    let a = TestNode::redis(&redis, "node-a", |s| {
+        with_history_and_plain(s);
+        s.redis_url = Some(format!("redis://node-a:pw@127.0.0.1:{}", redis.port()));
+    })
+    .await;
+    let b = TestNode::redis(&redis, "node-b", with_history_and_plain).await;
+    let mut sub = a.connect("sub").await;
+    sub.subscribe("log:wound").await;
+    let mut publisher = b.connect("pub").await;
+    for n in 1..=5 {
+        publisher.publish("log:wound", json!(n)).await;
+    }
+    for n in 1..=5 {
+        assert_eq!(sub.expect("message").await["offset"], n);
+    }
+    let _: String = redis
+        .query(redis::cmd("ACL").arg("SETUSER").arg("node-a").arg("off"))
+        .await;
+    let _: u64 = redis
+        .query(redis::cmd("CLIENT").arg(&["KILL", "USER", "node-a"][..]))
+        .await;
+    a.wait_ready(false).await;
+    let meta = format!("{}:{{c.log:wound}}:meta", a.gateway.settings().key_prefix);
+    let _: u64 = redis
+        .query(redis::cmd("HSET").arg(&meta).arg("o").arg(3))
+        .await;
+    let _: String = redis
+        .query(redis::cmd("ACL").arg("SETUSER").arg("node-a").arg("on"))
+        .await;
+    a.wait_ready(true).await;
+
+    let notice = sub.next_frame().await;
+    assert_eq!(notice["type"], "resync", "{notice}");
+    assert_eq!(notice["reason"], "rewound");
+    let reply = publisher.publish("log:wound", json!("after")).await;
+    assert_eq!(reply["offset"], 4);
+    let next = sub.expect("message").await;
+    assert_eq!(
+        (next["offset"].as_u64(), &next["data"]),
+        (Some(4), &json!("after"))
+    );
+}

@@ -81,7 +81,7 @@ export interface SubscribedEvent {
 export interface ResyncEvent {
   channel: string;
   /** `not_recovered` (a resubscribe could not recover), or the server's `epoch_changed`,
-   * `history_gap`, `history_unavailable`. Reload what you show for the channel. */
+   * `history_gap`, `history_unavailable`, `rewound`. Reload what you show for the channel. */
   reason: string;
 }
 

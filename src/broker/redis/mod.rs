@@ -18,8 +18,10 @@ mod read_loop;
 mod repair;
 mod streams;
 mod subscriber;
+mod target;
 
-pub use self::pool::{client, get as connection, pool, Pool};
+pub use self::pool::{get as connection, pool, Pool};
+pub use self::target::{SentinelSpec, Target};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,7 @@ use self::streams::{Streams, CHANNEL_META_TTL, PUBLISH_LUA};
 use self::subscriber::Subscriber;
 use super::envelope;
 use super::{Broker, BrokerError, History, HistoryQuery, Notice, Position, Publication};
+use crate::config::Settings;
 use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::metrics::{self, Metrics};
@@ -45,23 +48,28 @@ pub struct RedisBroker {
     streams: Arc<Streams>,
     metrics: Arc<Metrics>,
     script: redis::Script,
+    /// Replicas that must hold a publish before it is acknowledged.
+    wait_replicas: usize,
 }
 
 impl RedisBroker {
     /// Start the subscriber task; commands use `pool`. Does not wait for Redis:
     /// a node may start before Redis and becomes ready when it connects.
+    /// Of `settings` it reads the node id, `redis_timeout` and
+    /// `redis_wait_replicas`.
     pub fn start(
-        client: redis::Client,
+        target: Target,
         pool: Pool,
         keys: Keys,
-        node_id: String,
-        timeout: Duration,
+        settings: &Settings,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<RedisBroker, BrokerError> {
+        let node_id = settings.node_id.clone();
+        let timeout = settings.redis_timeout;
         let streams = Arc::new(Streams::new(pool.clone(), keys.clone(), timeout));
         let subscriber = Subscriber::start(
-            client,
+            target,
             node_id.clone(),
             hub,
             metrics.clone(),
@@ -78,6 +86,7 @@ impl RedisBroker {
             streams,
             metrics,
             script: redis::Script::new(PUBLISH_LUA),
+            wait_replicas: settings.redis_wait_replicas,
         })
     }
 
@@ -108,6 +117,31 @@ impl RedisBroker {
         })
         .await
         .map(drop)
+    }
+
+    /// With `wait_replicas`, wait until that many replicas hold what this
+    /// connection wrote (Redis WAIT, bounded by the operation timeout). A
+    /// publish they do not have in time is refused though it was made: a
+    /// failover could lose it, and an `ok` is a promise. The client's retry
+    /// with its idempotency key then gets the first offset back.
+    async fn replicated(&self, conn: &mut pool::Connection) -> Result<(), BrokerError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let acked: usize = redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            // Half the operation's budget: the script took some of it.
+            .arg((self.timeout / 2).as_millis().max(1) as u64)
+            .query_async(conn)
+            .await
+            .map_err(redis_error)?;
+        if acked < self.wait_replicas {
+            return Err(BrokerError::unavailable(format!(
+                "published, but {acked} of {} replicas have it",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
     }
 
     /// A pooled connection for a publishing command. Refused while this
@@ -143,7 +177,8 @@ impl Broker for RedisBroker {
             let (offset, epoch): (u64, String) = self
                 .with_timeout(async {
                     let mut conn = self.conn().await?;
-                    self.script
+                    let position = self
+                        .script
                         .key(self.keys.channel_meta(p.channel))
                         .key(self.keys.channel_pubsub(p.channel))
                         .key(&history)
@@ -158,7 +193,9 @@ impl Broker for RedisBroker {
                         .arg(window)
                         .invoke_async(&mut conn)
                         .await
-                        .map_err(redis_error)
+                        .map_err(redis_error)?;
+                    self.replicated(&mut conn).await?;
+                    Ok(position)
                 })
                 .await?;
             Ok(Position { offset, epoch })

@@ -1,9 +1,8 @@
-//! The Redis client and the command pool. The client is built once from
-//! the URL and, for `rediss://`, the configured certificates; the pool and
-//! the subscriber connection both connect through it. (deadpool-redis's
-//! own manager builds its client from a URL only, so it could not carry a
-//! custom CA or a client certificate: this is deadpool's generic pool with
-//! a manager over our client.)
+//! The command pool: deadpool's generic pool with a manager that connects
+//! through a `Target` (one server with its TLS certificates, or the master
+//! the Sentinels name). deadpool-redis's own manager builds its client
+//! from a URL only, so it could carry neither a custom CA nor a client
+//! certificate, nor follow a failover.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,30 +10,17 @@ use std::time::Duration;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool::Runtime;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Client, ClientTlsConfig, RedisError, TlsCertificates};
+use redis::RedisError;
 
 use super::super::BrokerError;
-use crate::config::RedisTls;
+use super::target::{ensure_master, Target};
 
-/// The client for `url`, with the certificates of `tls` if any is set.
-pub fn client(url: &str, tls: &RedisTls) -> Result<Client, BrokerError> {
-    if tls == &RedisTls::default() {
-        return Client::open(url).map_err(BrokerError::unavailable);
-    }
-    let certificates = TlsCertificates {
-        client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
-            client_cert: cert.clone(),
-            client_key: key.clone(),
-        }),
-        root_cert: tls.ca.clone(),
-    };
-    Client::build_with_tls(url, certificates).map_err(BrokerError::unavailable)
-}
-
-/// Creates multiplexed connections from the client and checks each with
-/// a PING carrying a fresh number before it is handed out again.
+/// Creates multiplexed connections to the target and checks each with a
+/// PING carrying a fresh number before it is handed out again — and, with
+/// Sentinel, that its server is still the master (an old master that came
+/// back as a replica would answer PING but refuse every write).
 pub struct Manager {
-    client: Client,
+    target: Target,
     pings: AtomicUsize,
 }
 
@@ -43,7 +29,7 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.client.get_multiplexed_async_connection().await
+        self.target.connect().await
     }
 
     async fn recycle(
@@ -55,11 +41,13 @@ impl managed::Manager for Manager {
         // connection left mid-reply by a timeout) cannot pass for this one.
         let n = self.pings.fetch_add(1, Ordering::Relaxed).to_string();
         let echoed: String = redis::cmd("PING").arg(&n).query_async(conn).await?;
-        if echoed == n {
-            Ok(())
-        } else {
-            Err(RecycleError::message("PING answered out of turn"))
+        if echoed != n {
+            return Err(RecycleError::message("PING answered out of turn"));
         }
+        if self.target.is_sentinel() {
+            ensure_master(conn).await?;
+        }
+        Ok(())
     }
 }
 
@@ -92,9 +80,9 @@ impl ConnectionLike for Connection {
 
 /// The command pool shared by the broker and presence: every checkout,
 /// create and recycle is bounded by `timeout`.
-pub fn pool(client: Client, size: usize, timeout: Duration) -> Result<Pool, BrokerError> {
+pub fn pool(target: Target, size: usize, timeout: Duration) -> Result<Pool, BrokerError> {
     let manager = Manager {
-        client,
+        target,
         pings: AtomicUsize::new(0),
     };
     Pool::builder(manager)

@@ -178,6 +178,19 @@ impl Tracker {
                             };
                             Some(offset)
                         }
+                        Some((epoch, offset)) if epoch == seen.epoch && offset < seen.last => {
+                            // The channel stands behind what this node
+                            // delivered: Redis lost its newest messages (a
+                            // failover to a replica that did not have them;
+                            // with redis_wait_replicas none was acknowledged).
+                            // The next publishes reuse those offsets, so the
+                            // subscribers must drop what they hold past it.
+                            to.resync(&channel, "rewound");
+                            seen.last = offset;
+                            seen.announced = offset;
+                            self.channels.insert(channel, seen);
+                            continue;
+                        }
                         Some((_, offset)) => Some(offset),
                     };
                     fill(to, &channel, &mut seen, upto).await;

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::PubSubSink;
+
+use super::target::Target;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
@@ -66,7 +68,7 @@ impl Subscriber {
     /// Start the subscriber task. Does not wait for Redis: a node may start
     /// before Redis and becomes healthy when it connects.
     pub(super) fn start(
-        client: redis::Client,
+        target: Target,
         node_id: String,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
@@ -77,7 +79,7 @@ impl Subscriber {
         let subs = Arc::new(Subscriptions::default());
         let healthy = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(subscriber_loop(
-            client,
+            target,
             Context {
                 node_id,
                 hub,
@@ -144,7 +146,7 @@ impl Subscriber {
 
 /// Keep a subscriber connection alive for the life of the node.
 async fn subscriber_loop(
-    client: redis::Client,
+    target: Target,
     cx: Context,
     subs: Arc<Subscriptions>,
     healthy: Arc<AtomicBool>,
@@ -158,7 +160,10 @@ async fn subscriber_loop(
     let mut connected_before = false;
     let mut logged_outage = false;
     loop {
-        let pubsub = match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+        // With Sentinel, asked anew at each connect: after a failover this
+        // is the promoted replica.
+        let connect = async { target.client().await?.get_async_pubsub().await };
+        let pubsub = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => {
                 retry_later(&healthy, metrics, &mut logged_outage, &mut backoff, &e).await;

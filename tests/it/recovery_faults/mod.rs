@@ -37,6 +37,7 @@
 
 mod nodes;
 mod redis;
+mod sentinel;
 
 use std::path::PathBuf;
 
