@@ -154,14 +154,9 @@ async fn unrecoverable_in_redis() {
     unrecoverable_positions_are_said_so(&node).await;
 }
 
-/// A node cut off from Redis while others publish — its subscriber
-/// connection killed and its Redis user disabled, so it cannot come back
-/// until allowed — catches up by itself when it reconnects: its connected
-/// client gets every message it missed, in order, once, without doing
-/// anything. On a channel without history the client is told to resync.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_back_from_an_outage_repairs_the_gap_for_its_clients() {
-    let redis = RedisServer::start().await;
+/// Node A, with history and plain namespaces, logged in to Redis as its
+/// own ACL user `node-a`, so that it can be cut off alone.
+async fn node_with_its_own_redis_user(redis: &RedisServer) -> TestNode {
     let _: String = redis
         .query(
             redis::cmd("ACL")
@@ -170,11 +165,35 @@ async fn a_node_back_from_an_outage_repairs_the_gap_for_its_clients() {
                 .arg(&["on", ">pw", "~*", "&*", "+@all"][..]),
         )
         .await;
-    let a = TestNode::redis(&redis, "node-a", |s| {
+    TestNode::redis(redis, "node-a", |s| {
         with_history_and_plain(s);
         s.redis_url = Some(format!("redis://node-a:pw@127.0.0.1:{}", redis.port()));
     })
-    .await;
+    .await
+}
+
+/// Turn node A's Redis user `on`, or `off` and drop its connections, so
+/// that it cannot come back until turned on again.
+async fn set_node_a_user(redis: &RedisServer, state: &str) {
+    let _: String = redis
+        .query(redis::cmd("ACL").arg("SETUSER").arg("node-a").arg(state))
+        .await;
+    if state == "off" {
+        let _: u64 = redis
+            .query(redis::cmd("CLIENT").arg(&["KILL", "USER", "node-a"][..]))
+            .await;
+    }
+}
+
+/// A node cut off from Redis while others publish — its subscriber
+/// connection killed and its Redis user disabled, so it cannot come back
+/// until allowed — catches up by itself when it reconnects: its connected
+/// client gets every message it missed, in order, once, without doing
+/// anything. On a channel without history the client is told to resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_an_outage_repairs_the_gap_for_its_clients() {
+    let redis = RedisServer::start().await;
+    let a = node_with_its_own_redis_user(&redis).await;
     let b = TestNode::redis(&redis, "node-b", with_history_and_plain).await;
     let mut sub = a.connect("sub").await;
     sub.subscribe("feed").await;
@@ -186,20 +205,13 @@ async fn a_node_back_from_an_outage_repairs_the_gap_for_its_clients() {
     read_through(&mut sub, "feed", 0, 5).await;
 
     // Cut node A off: it cannot reconnect while its user is disabled.
-    let _: String = redis
-        .query(redis::cmd("ACL").arg("SETUSER").arg("node-a").arg("off"))
-        .await;
-    let _: u64 = redis
-        .query(redis::cmd("CLIENT").arg(&["KILL", "USER", "node-a"][..]))
-        .await;
+    set_node_a_user(&redis, "off").await;
     a.wait_ready(false).await;
     for n in 6..=25 {
         publisher.publish("feed", json!(n)).await;
     }
     publisher.publish("log:plain", json!("missed")).await;
-    let _: String = redis
-        .query(redis::cmd("ACL").arg("SETUSER").arg("node-a").arg("on"))
-        .await;
+    set_node_a_user(&redis, "on").await;
     a.wait_ready(true).await;
 
     // Everything missed on `feed`, in order, once; and since `log:` keeps
@@ -245,19 +257,7 @@ async fn a_node_back_from_an_outage_repairs_the_gap_for_its_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_redis_wound_back_is_announced_and_goes_on() {
     let redis = RedisServer::start().await;
-    let _: String = redis
-        .query(
-            redis::cmd("ACL")
-                .arg("SETUSER")
-                .arg("node-a")
-                .arg(&["on", ">pw", "~*", "&*", "+@all"][..]),
-        )
-        .await;
-    let a = TestNode::redis(&redis, "node-a", |s| {
-        with_history_and_plain(s);
-        s.redis_url = Some(format!("redis://node-a:pw@127.0.0.1:{}", redis.port()));
-    })
-    .await;
+    let a = node_with_its_own_redis_user(&redis).await;
     let b = TestNode::redis(&redis, "node-b", with_history_and_plain).await;
     let mut sub = a.connect("sub").await;
     sub.subscribe("log:wound").await;
@@ -268,20 +268,13 @@ async fn a_channel_redis_wound_back_is_announced_and_goes_on() {
     for n in 1..=5 {
         assert_eq!(sub.expect("message").await["offset"], n);
     }
-    let _: String = redis
-        .query(redis::cmd("ACL").arg("SETUSER").arg("node-a").arg("off"))
-        .await;
-    let _: u64 = redis
-        .query(redis::cmd("CLIENT").arg(&["KILL", "USER", "node-a"][..]))
-        .await;
+    set_node_a_user(&redis, "off").await;
     a.wait_ready(false).await;
     let meta = format!("{}:{{c.log:wound}}:meta", a.gateway.settings().key_prefix);
     let _: u64 = redis
         .query(redis::cmd("HSET").arg(&meta).arg("o").arg(3))
         .await;
-    let _: String = redis
-        .query(redis::cmd("ACL").arg("SETUSER").arg("node-a").arg("on"))
-        .await;
+    set_node_a_user(&redis, "on").await;
     a.wait_ready(true).await;
 
     let notice = sub.next_frame().await;

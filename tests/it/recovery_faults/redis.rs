@@ -1,25 +1,13 @@
 //! Redis restarts mid-stream, with and without persistence, under
 //! in-process nodes.
 
-use switchboard::config::{Namespace, NamespaceOptions};
-
 use crate::support::recovery::{verify, Ledger, Publisher, Receiver, ReceiverLog, Resync};
 use crate::support::{temp_dir, RedisServer, TestNode};
 
 const CHANNEL: &str = "feed:outage";
 
 async fn node(redis: &RedisServer, id: &str) -> TestNode {
-    TestNode::redis(redis, id, |s| {
-        s.namespaces.push(Namespace {
-            name: "feed".into(),
-            options: NamespaceOptions {
-                history_size: 10_000,
-                ..NamespaceOptions::default()
-            },
-        });
-        s.outbox_capacity = 100_000;
-    })
-    .await
+    TestNode::redis(redis, id, super::with_feed).await
 }
 
 /// Publish through node `a` to subscribers on `a` and `b` (one of which
@@ -28,7 +16,7 @@ async fn through_a_redis_restart(redis: &mut RedisServer) -> (Ledger, Vec<Receiv
     let a = node(redis, "node-a").await;
     let b = node(redis, "node-b").await;
     let urls = |name: &str| vec![b.ws_url(name), a.ws_url(name)];
-    let mut receivers = vec![
+    let receivers = vec![
         Receiver::start("on-a", vec![a.ws_url("on-a"), b.ws_url("on-a")], CHANNEL).await,
         Receiver::start("on-b", urls("on-b"), CHANNEL).await,
         Receiver::start("bounced", urls("bounced"), CHANNEL).await,
@@ -48,25 +36,7 @@ async fn through_a_redis_restart(redis: &mut RedisServer) -> (Ledger, Vec<Receiv
     b.wait_ready(true).await;
     ledger.wait_more(300).await;
 
-    let stats = publisher.stop().await;
-    let last = ledger.snapshot().last().cloned().expect("acknowledged");
-    let mut logs = Vec::new();
-    for r in receivers.drain(..) {
-        logs.push(r.finish(&last).await);
-    }
-    eprintln!(
-        "{} acknowledged; publisher {stats:?}; node-b redis reconnects {}, gap repairs {}",
-        ledger.len(),
-        b.counter(|m| &m.redis_reconnects),
-        b.counter(|m| &m.gap_repairs)
-    );
-    assert!(
-        stats
-            .refused
-            .get("broker_unavailable")
-            .is_some_and(|n| *n > 0),
-        "the publisher never met the outage: {stats:?}"
-    );
+    let logs = super::finish(publisher, &ledger, receivers, &b).await;
     assert_eq!(logs[2].reconnects, 1, "the bounced client reconnected once");
     (ledger, logs)
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use switchboard::config::{Namespace, NamespaceOptions, Settings};
+use switchboard::config::Settings;
 
 use crate::support::recovery::{verify, Ledger, Publisher, Receiver, Resync};
 use crate::support::{
@@ -73,14 +73,7 @@ async fn node(url: &str, id: &str) -> TestNode {
     s.node_id = id.into();
     s.redis_timeout = std::time::Duration::from_millis(500);
     s.redis_wait_replicas = 1;
-    s.namespaces.push(Namespace {
-        name: "feed".into(),
-        options: NamespaceOptions {
-            history_size: 10_000,
-            ..NamespaceOptions::default()
-        },
-    });
-    s.outbox_capacity = 100_000;
+    super::with_feed(&mut s);
     let node = TestNode::start(s).await;
     node.wait_ready(true).await;
     node
@@ -145,7 +138,7 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
 
     let a = node(&url, "node-a").await;
     let b = node(&url, "node-b").await;
-    let mut receivers = vec![
+    let receivers = vec![
         Receiver::start("on-a", vec![a.ws_url("on-a"), b.ws_url("on-a")], CHANNEL).await,
         Receiver::start("on-b", vec![b.ws_url("on-b"), a.ws_url("on-b")], CHANNEL).await,
     ];
@@ -171,25 +164,6 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
     b.wait_ready(true).await;
     ledger.wait_more(300).await;
 
-    let stats = publisher.stop().await;
-    let last = ledger.snapshot().last().cloned().expect("acknowledged");
-    let mut logs = Vec::new();
-    for r in receivers.drain(..) {
-        logs.push(r.finish(&last).await);
-    }
-    eprintln!(
-        "{} acknowledged; publisher {stats:?}; node-b redis reconnects {}, gap repairs {}",
-        ledger.len(),
-        b.counter(|m| &m.redis_reconnects),
-        b.counter(|m| &m.gap_repairs)
-    );
-    assert!(
-        stats
-            .refused
-            .get("broker_unavailable")
-            .is_some_and(|n| *n > 0),
-        "the publisher never met the failover: {stats:?}"
-    );
-    assert!(b.counter(|m| &m.redis_reconnects) >= 1);
+    let logs = super::finish(publisher, &ledger, receivers, &b).await;
     verify(&ledger.snapshot(), &logs, Resync::Never);
 }
