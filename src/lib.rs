@@ -40,7 +40,9 @@
 //!   `outbox` — the bounded per-connection queue; `relay` — its wake-ups, gathered per worker.
 //! * `broker` — the `Broker` trait (publish, history, notify, subscribe, unsubscribe,
 //!   is_healthy), in-memory and Redis implementations (the latter: channel streams and
-//!   history, the subscriber connection, its read loop and gap repair), and the envelope.
+//!   history, the subscriber connection, its read loop and gap repair, where connections go —
+//!   one server, with TLS certificates, or the master Redis Sentinel names — and the command
+//!   pool), and the envelope.
 //! * `presence` — the three registries (channel presence, connections, nodes) written once over
 //!   an `ExpiringSets` store, in memory or in Redis.
 //! * `topic` — what the hub and broker route by; `keys` — every Redis name.
