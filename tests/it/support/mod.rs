@@ -22,9 +22,31 @@ pub use switchboard_fixtures::{
 /// The test API key (set `s.api_key = Some(API_KEY.into())`).
 pub const API_KEY: &str = "test-api-key-0123456789";
 
+/// Remove the `name-PID` folders that earlier test processes left (the
+/// process is gone: no `/proc/PID`), so runs do not pile them up.
+fn remove_stale(name: &str) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(name)?.strip_prefix('-'))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A write-once temporary folder for this test process: `name` under the
 /// system's temp dir, suffixed with the pid.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    remove_stale(name);
     let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
