@@ -2,7 +2,8 @@
 //! only on a TLS port and demands client certificates, with a CA and
 //! certificates generated here by `openssl`; a node that does not trust
 //! Redis's certificate, or has no client certificate, never becomes ready
-//! and refuses publishes with `broker_unavailable`.
+//! and refuses publishes with `broker_unavailable`. A `rediss+sentinel://`
+//! URL reaches the TLS master its Sentinel names.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -224,4 +225,63 @@ async fn nodes_talk_to_redis_over_tls_with_a_custom_ca_and_client_certificates()
     let mut m = marker.connect("marker").await;
     m.publish("secure", json!("marker")).await;
     assert_eq!(ann.expect("message").await["data"], "marker");
+}
+
+/// `rediss+sentinel://`: the node asks a Sentinel (plain TCP) where the
+/// master is, then reaches that master over TLS with the same CA and
+/// client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_url_reaches_a_tls_master() {
+    let have = available("openssl", &["version"]) && available("redis-server", &["--version"]);
+    if !present(have, "openssl and redis-server") {
+        return;
+    }
+    let dir = temp_dir("sb-redis-tls-sentinel");
+    pki(&dir, "test", &["redis", "node"]);
+    let redis = tls_redis(&dir).await;
+    // The Sentinel speaks TLS to the master it watches (tls-replication),
+    // with Redis's own certificate as its client certificate.
+    let sentinel_port = free_port();
+    let conf = dir.join("sentinel.conf");
+    let file = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+             tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-replication yes\n\
+             sentinel monitor tlsmaster 127.0.0.1 {} 1\n",
+            dir.display(),
+            file("test-redis.crt"),
+            file("test-redis.key"),
+            file("test-ca.crt"),
+            redis.1
+        ),
+    )
+    .unwrap();
+    let sentinel = Command::new("redis-server")
+        .args([conf.to_str().unwrap(), "--sentinel"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server --sentinel");
+    let _sentinel = TlsRedis(sentinel, sentinel_port);
+    wait_listening(sentinel_port).await;
+
+    let mut s = Settings::for_tests();
+    s.redis_url = Some(format!(
+        "rediss+sentinel://127.0.0.1:{sentinel_port}/tlsmaster"
+    ));
+    s.redis_tls = RedisTls {
+        ca: Some(read(&dir, "test-ca.crt")),
+        client: Some((read(&dir, "test-node.crt"), read(&dir, "test-node.key"))),
+    };
+    // No replica here: acknowledge without waiting for one.
+    s.redis_wait_replicas = 0;
+    s.node_id = "tls-sentinel".into();
+    let node = TestNode::start(s).await;
+    node.wait_ready(true).await;
+    let mut ann = node.connect("ann").await;
+    ann.subscribe("via-sentinel").await;
+    assert_eq!(ann.publish("via-sentinel", json!(1)).await["offset"], 1);
+    assert_eq!(ann.expect("message").await["data"], 1);
 }
