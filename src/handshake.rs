@@ -113,7 +113,7 @@ struct WsQuery {
 /// The node holds as many WebSockets as it may. (They leave actix's
 /// per-worker connection count once upgraded, since they run in tasks of
 /// their own, so the node counts them itself.)
-pub fn capacity(gw: &Gateway) -> Result<(), Refusal> {
+fn capacity(gw: &Gateway) -> Result<(), Refusal> {
     let capacity = gw.settings().max_connections * gw.settings().workers;
     if gw.connection_count() >= capacity {
         return Err(Refusal::new(
@@ -134,16 +134,28 @@ pub fn too_many_connections(user: &UserId, count: usize, limit: usize) -> Refusa
     )
 }
 
+/// The checks every upgrade passes before its user's connections are
+/// counted, in order: a handshake slot (held until the welcome), the
+/// node's capacity, then draining, origin and credentials.
+pub fn admit(req: &RequestHead, gw: &Gateway) -> Result<(Permit, Identity), Refusal> {
+    let permit = gw.admit_handshake()?;
+    capacity(gw)?;
+    Ok((permit, check(req, gw)?))
+}
+
+/// `user` may open one more connection (checked, not registered).
+pub async fn user_limit(gw: &Gateway, user: &UserId) -> Result<(), Refusal> {
+    let limit = gw.settings().max_connections_per_user;
+    gw.check_user_limit(user)
+        .await
+        .map_err(|count| too_many_connections(user, count, limit))
+}
+
 /// Every check of an upgrade, in the same order, without admitting or
 /// registering anything: what a plain GET on `/ws` answers.
 pub async fn probe(req: &RequestHead, gw: &Gateway) -> Result<(), Refusal> {
-    let _permit = gw.admit_handshake()?;
-    capacity(gw)?;
-    let identity = check(req, gw)?;
-    let limit = gw.settings().max_connections_per_user;
-    gw.check_user_limit(&identity.user)
-        .await
-        .map_err(|count| too_many_connections(&identity.user, count, limit))
+    let (_permit, identity) = admit(req, gw)?;
+    user_limit(gw, &identity.user).await
 }
 
 /// The checks that need no I/O: draining, origin, credentials.

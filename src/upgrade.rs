@@ -120,27 +120,25 @@ async fn accept(
     // Not a valid WebSocket handshake (method, version, key): refused
     // before it costs an admission.
     ws::verify_handshake(req.head()).map_err(HttpResponse::from_error)?;
-    let permit = gw.admit_handshake().map_err(|r| r.response())?;
-    handshake::capacity(gw).map_err(|r| r.response())?;
-    let identity = handshake::check(req.head(), gw).map_err(|r| r.response())?;
-    let user = identity.user.clone();
-    let limit = gw.settings().max_connections_per_user;
-    let too_many = |count| handshake::too_many_connections(&user, count, limit).response();
+    let (permit, identity) = handshake::admit(req.head(), gw).map_err(|r| r.response())?;
     match endpoint {
         // Counted and registered in one step, so a burst cannot overshoot;
         // fail-open if the registry is unreachable (see `Gateway::admit`).
         Endpoint::Gateway => {
+            let limit = gw.settings().max_connections_per_user;
             let client = gw
                 .admit(&connection::new_conn_id(), &identity.user)
                 .await
-                .map_err(too_many)?;
+                .map_err(|count| {
+                    handshake::too_many_connections(&identity.user, count, limit).response()
+                })?;
             Ok(Accepted::Gateway(identity, client, permit))
         }
         // The echo joins no registry: it is only checked against it.
         Endpoint::Echo => {
-            gw.check_user_limit(&identity.user)
+            handshake::user_limit(gw, &identity.user)
                 .await
-                .map_err(too_many)?;
+                .map_err(|r| r.response())?;
             Ok(Accepted::Echo(identity))
         }
     }

@@ -76,7 +76,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Validated settings of one node.
 /// PEM certificates for TLS to Redis, read at start. Debug shows which
 /// are set, never their bytes (the key is a secret).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -95,6 +94,7 @@ impl std::fmt::Debug for RedisTls {
     }
 }
 
+/// Validated settings of one node.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,

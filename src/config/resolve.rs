@@ -68,33 +68,37 @@ impl Settings {
         })?;
 
         let redis_url = m.redis_url.filter(|u| !u.is_empty());
+        // Whether the URL names Sentinels, and whether it asks for TLS.
+        let (mut sentinel, mut tls) = (false, false);
         if let Some(url) = &redis_url {
+            let bad = |e: &dyn std::fmt::Display| invalid("redis_url", format!("{url:?}: {e}"));
             match crate::broker::redis::SentinelSpec::parse(url) {
                 Some(spec) => {
-                    spec.map_err(|e| invalid("redis_url", format!("{url:?}: {e}")))?;
+                    sentinel = true;
+                    tls = spec.map_err(|e| bad(&e))?.tls;
                 }
                 None => {
-                    redis::Client::open(url.as_str())
-                        .map_err(|e| invalid("redis_url", format!("{url:?}: {e}")))?;
+                    let info = redis::Client::open(url.as_str()).map_err(|e| bad(&e))?;
+                    tls = matches!(
+                        info.get_connection_info().addr(),
+                        redis::ConnectionAddr::TcpTls { .. }
+                    );
+                    // The redis crate would accept it here and fail every
+                    // connect: this build verifies Redis's certificate, always.
+                    if tls && url.ends_with("#insecure") {
+                        return Err(invalid(
+                            "redis_url",
+                            "#insecure (no certificate check) is not supported; give Redis's CA with redis_tls_ca_file",
+                        ));
+                    }
                 }
-            }
-            // The redis crate would accept it here and fail every connect:
-            // this build verifies Redis's certificate, always.
-            if url.starts_with("rediss://") && url.ends_with("#insecure") {
-                return Err(invalid(
-                    "redis_url",
-                    "#insecure (no certificate check) is not supported; give Redis's CA with redis_tls_ca_file",
-                ));
             }
         }
         // With Sentinel a failover promotes a replica: a publish it does
         // not have yet would be lost with its `ok`, so wait for one.
-        let sentinel = redis_url
-            .as_deref()
-            .is_some_and(|u| crate::broker::redis::SentinelSpec::parse(u).is_some());
         let redis_wait_replicas = m.redis_wait_replicas.unwrap_or(usize::from(sentinel));
         let redis_tls = redis_tls(
-            redis_url.as_deref(),
+            tls,
             m.redis_tls_ca_file,
             m.redis_tls_cert_file,
             m.redis_tls_key_file,
@@ -272,7 +276,7 @@ fn check_history(setting: &'static str, options: &NamespaceOptions) -> Result<()
 /// client certificate only with its key, each file read now so that a
 /// wrong path stops the node at start, naming the setting.
 fn redis_tls(
-    url: Option<&str>,
+    tls_url: bool,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -281,9 +285,7 @@ fn redis_tls(
         std::fs::read(path).map_err(|e| invalid(setting, format!("{}: {e}", path.display())))
     };
     let any = ca.is_some() || cert.is_some() || key.is_some();
-    if any
-        && !url.is_some_and(|u| u.starts_with("rediss://") || u.starts_with("rediss+sentinel://"))
-    {
+    if any && !tls_url {
         let setting = match (&ca, &cert) {
             (Some(_), _) => "redis_tls_ca_file",
             (None, Some(_)) => "redis_tls_cert_file",

@@ -12,8 +12,8 @@ use deadpool::Runtime;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::RedisError;
 
-use super::super::BrokerError;
-use super::target::{ensure_master, Target};
+use super::target::{is_master, Target};
+use crate::broker::BrokerError;
 
 /// Creates multiplexed connections to the target and checks each with a
 /// PING carrying a fresh number before it is handed out again — and, with
@@ -39,13 +39,25 @@ impl managed::Manager for Manager {
     ) -> RecycleResult<RedisError> {
         // A numbered PING: an answer meant for an earlier command (a
         // connection left mid-reply by a timeout) cannot pass for this one.
+        // With Sentinel, ROLE rides in the same round trip: this runs at
+        // every checkout, so once per publish.
         let n = self.pings.fetch_add(1, Ordering::Relaxed).to_string();
-        let echoed: String = redis::cmd("PING").arg(&n).query_async(conn).await?;
+        let echoed: String = if self.target.is_sentinel() {
+            let (echoed, role): (String, Vec<redis::Value>) = redis::pipe()
+                .cmd("PING")
+                .arg(&n)
+                .cmd("ROLE")
+                .query_async(conn)
+                .await?;
+            if !is_master(&role) {
+                return Err(RecycleError::message("not a master any more"));
+            }
+            echoed
+        } else {
+            redis::cmd("PING").arg(&n).query_async(conn).await?
+        };
         if echoed != n {
             return Err(RecycleError::message("PING answered out of turn"));
-        }
-        if self.target.is_sentinel() {
-            ensure_master(conn).await?;
         }
         Ok(())
     }

@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
-use super::pool::{self, Pool};
 use bytestring::ByteString;
+
+use super::pool::{self, Pool};
 
 use crate::broker::{BrokerError, History, HistoryQuery, Position};
 use crate::keys::Keys;

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::PubSubSink;
-
-use super::target::Target;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+
+use super::target::Target;
 
 use super::read_loop::{read_loop, Change, Context};
 use super::repair::Tracker;

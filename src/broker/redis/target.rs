@@ -138,16 +138,21 @@ impl Target {
     }
 }
 
+/// A `ROLE` answer says `master`.
+pub fn is_master(role: &[redis::Value]) -> bool {
+    matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master")
+}
+
 /// `ROLE` says `master`, or an error.
-pub async fn ensure_master(conn: &mut MultiplexedConnection) -> RedisResult<()> {
+async fn ensure_master(conn: &mut MultiplexedConnection) -> RedisResult<()> {
     let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
-    match role.first() {
-        Some(redis::Value::BulkString(b)) if b == b"master" => Ok(()),
-        _ => Err(RedisError::from((
-            ErrorKind::Client,
-            "not a master (failover in progress?)",
-        ))),
+    if is_master(&role) {
+        return Ok(());
     }
+    Err(RedisError::from((
+        ErrorKind::Client,
+        "not a master (failover in progress?)",
+    )))
 }
 
 /// Ask each Sentinel in turn where the master is; the first answer wins.
