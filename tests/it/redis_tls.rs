@@ -5,14 +5,15 @@
 //! and refuses publishes with `broker_unavailable`. A `rediss+sentinel://`
 //! URL reaches the TLS master its Sentinel names.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde_json::json;
 use switchboard::config::{RedisTls, Settings};
 
+use crate::support::redis_process::RedisProcess;
 use crate::support::tools::{available, present};
-use crate::support::{free_port, temp_dir, wait_listening, TestNode};
+use crate::support::{free_port, temp_dir, TestNode};
 
 /// `openssl` with these arguments in `dir`; panics if it fails.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -94,76 +95,83 @@ fn pki(dir: &Path, name: &str, leaves: &[&str]) {
 }
 
 /// `redis-server` on a TLS port only (no plain port), requiring client
-/// certificates from `ca`; killed on drop.
-struct TlsRedis(Child, u16);
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn tls_redis(dir: &Path) -> TlsRedis {
+/// certificates from the `test` CA.
+async fn tls_redis(dir: &Path) -> RedisProcess {
     let port = free_port();
     let file = |f: &str| dir.join(f).display().to_string();
-    let child = Command::new("redis-server")
-        .args([
+    RedisProcess::start(
+        port,
+        &[
             "--port",
             "0",
             "--tls-port",
             &port.to_string(),
             "--bind",
             "127.0.0.1",
-        ])
-        .args([
             "--tls-cert-file",
             &file("test-redis.crt"),
             "--tls-key-file",
             &file("test-redis.key"),
-        ])
-        .args([
             "--tls-ca-cert-file",
             &file("test-ca.crt"),
             "--tls-auth-clients",
             "yes",
-        ])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    wait_listening(port).await;
-    TlsRedis(child, port)
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+    )
+    .await
 }
 
 fn read(dir: &Path, f: &str) -> Vec<u8> {
     std::fs::read(dir.join(f)).unwrap()
 }
 
-async fn node(redis: &TlsRedis, id: &str, tls: RedisTls) -> TestNode {
-    let mut s = Settings::for_tests();
-    s.redis_url = Some(format!("rediss://127.0.0.1:{}", redis.1));
-    s.redis_tls = tls;
-    s.node_id = id.into();
-    s.redis_timeout = std::time::Duration::from_millis(500);
-    TestNode::start(s).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_talk_to_redis_over_tls_with_a_custom_ca_and_client_certificates() {
+/// The `test` CA with certificates for Redis and a node, in the folder
+/// `name`; Redis on a TLS port only; the node's certificates. None where
+/// openssl or redis-server is missing outside CI.
+async fn tls_setup(name: &str) -> Option<(PathBuf, RedisProcess, RedisTls)> {
     let have = available("openssl", &["version"]) && available("redis-server", &["--version"]);
     if !present(have, "openssl and redis-server") {
-        return;
+        return None;
     }
-    let dir = temp_dir("sb-redis-tls");
+    let dir = temp_dir(name);
     pki(&dir, "test", &["redis", "node"]);
-    pki(&dir, "other", &["node"]);
     let redis = tls_redis(&dir).await;
     let trusted = RedisTls {
         ca: Some(read(&dir, "test-ca.crt")),
         client: Some((read(&dir, "test-node.crt"), read(&dir, "test-node.key"))),
     };
+    Some((dir, redis, trusted))
+}
+
+/// Settings of a node named `id` on `url` with the certificates `tls`.
+fn settings(url: String, id: &str, tls: RedisTls) -> Settings {
+    let mut s = Settings::for_tests();
+    s.redis_url = Some(url);
+    s.redis_tls = tls;
+    s.node_id = id.into();
+    s.redis_timeout = std::time::Duration::from_millis(500);
+    s
+}
+
+async fn node(redis: &RedisProcess, id: &str, tls: RedisTls) -> TestNode {
+    TestNode::start(settings(
+        format!("rediss://127.0.0.1:{}", redis.port),
+        id,
+        tls,
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_to_redis_over_tls_with_a_custom_ca_and_client_certificates() {
+    let Some((dir, redis, trusted)) = tls_setup("sb-redis-tls").await else {
+        return;
+    };
+    pki(&dir, "other", &["node"]);
 
     // Two nodes over TLS: a message crosses from one to the other.
     let a = node(&redis, "tls-a", trusted.clone()).await;
@@ -232,52 +240,24 @@ async fn nodes_talk_to_redis_over_tls_with_a_custom_ca_and_client_certificates()
 /// client certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_url_reaches_a_tls_master() {
-    let have = available("openssl", &["version"]) && available("redis-server", &["--version"]);
-    if !present(have, "openssl and redis-server") {
+    let Some((dir, redis, tls)) = tls_setup("sb-redis-tls-sentinel").await else {
         return;
-    }
-    let dir = temp_dir("sb-redis-tls-sentinel");
-    pki(&dir, "test", &["redis", "node"]);
-    let redis = tls_redis(&dir).await;
+    };
     // The Sentinel speaks TLS to the master it watches (tls-replication),
     // with Redis's own certificate as its client certificate.
-    let sentinel_port = free_port();
-    let conf = dir.join("sentinel.conf");
     let file = |f: &str| dir.join(f).display().to_string();
-    std::fs::write(
-        &conf,
-        format!(
-            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
-             tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-replication yes\n\
-             sentinel monitor tlsmaster 127.0.0.1 {} 1\n",
-            dir.display(),
-            file("test-redis.crt"),
-            file("test-redis.key"),
-            file("test-ca.crt"),
-            redis.1
-        ),
-    )
-    .unwrap();
-    let sentinel = Command::new("redis-server")
-        .args([conf.to_str().unwrap(), "--sentinel"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server --sentinel");
-    let _sentinel = TlsRedis(sentinel, sentinel_port);
-    wait_listening(sentinel_port).await;
+    let tls_to_master = format!(
+        "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-replication yes\n",
+        file("test-redis.crt"),
+        file("test-redis.key"),
+        file("test-ca.crt"),
+    );
+    let sentinel = RedisProcess::sentinel(&dir, "tlsmaster", redis.port, 1, &tls_to_master).await;
 
-    let mut s = Settings::for_tests();
-    s.redis_url = Some(format!(
-        "rediss+sentinel://127.0.0.1:{sentinel_port}/tlsmaster"
-    ));
-    s.redis_tls = RedisTls {
-        ca: Some(read(&dir, "test-ca.crt")),
-        client: Some((read(&dir, "test-node.crt"), read(&dir, "test-node.key"))),
-    };
+    let url = format!("rediss+sentinel://127.0.0.1:{}/tlsmaster", sentinel.port);
+    let mut s = settings(url, "tls-sentinel", tls);
     // No replica here: acknowledge without waiting for one.
     s.redis_wait_replicas = 0;
-    s.node_id = "tls-sentinel".into();
     let node = TestNode::start(s).await;
     node.wait_ready(true).await;
     let mut ann = node.connect("ann").await;

@@ -7,64 +7,19 @@
 //! waited until the replica had the message (`redis_wait_replicas`, 1 by
 //! default with Sentinel).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use switchboard::config::Settings;
 
 use crate::support::recovery::{verify, Ledger, Publisher, Receiver, Resync};
-use crate::support::{
-    eventually_async, free_port, temp_dir, wait_listening, RedisServer, TestNode,
-};
+use crate::support::redis_process::RedisProcess;
+use crate::support::{eventually_async, free_port, temp_dir, RedisServer, TestNode};
 
 const CHANNEL: &str = "feed:failover";
 const MASTER: &str = "sbmaster";
-
-/// Child processes killed on drop.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new("redis-server")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server")
-}
 
 async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     cmd.query_async(&mut conn).await
-}
-
-/// A Sentinel on a free port watching the master on `master_port`.
-async fn sentinel(dir: &Path, master_port: u16) -> (u16, Child) {
-    let port = free_port();
-    let conf = dir.join(format!("sentinel-{port}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-             sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
-             sentinel down-after-milliseconds {MASTER} 1000\n\
-             sentinel failover-timeout {MASTER} 5000\n",
-            dir = dir.display()
-        ),
-    )
-    .unwrap();
-    let child = spawn(&[conf.to_str().unwrap(), "--sentinel"]);
-    wait_listening(port).await;
-    (port, child)
 }
 
 async fn node(url: &str, id: &str) -> TestNode {
@@ -87,22 +42,26 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
     // publish (WAIT 1) while the other is the new master.
     let replica_ports = [free_port(), free_port()];
     let master_port = master.port().to_string();
-    let mut processes = Processes(Vec::new());
+    let mut replicas = Vec::new();
     for port in replica_ports {
-        processes.0.push(spawn(&[
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--replicaof",
-            "127.0.0.1",
-            &master_port,
-        ]));
-        wait_listening(port).await;
+        let replica = RedisProcess::start(
+            port,
+            &[
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--replicaof",
+                "127.0.0.1",
+                &master_port,
+            ],
+        )
+        .await;
+        replicas.push(replica);
         eventually_async("the replica is in sync", || async {
             let info: String = query(port, redis::cmd("INFO").arg("replication"))
                 .await
@@ -113,13 +72,16 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
     }
     let mut sentinels = Vec::new();
     for _ in 0..3 {
-        let (port, child) = sentinel(&dir, master.port()).await;
-        processes.0.push(child);
-        sentinels.push(port);
+        let failover_fast = format!(
+            "sentinel down-after-milliseconds {MASTER} 1000\n\
+             sentinel failover-timeout {MASTER} 5000\n"
+        );
+        let sentinel = RedisProcess::sentinel(&dir, MASTER, master.port(), 2, &failover_fast).await;
+        sentinels.push(sentinel);
     }
     // Each Sentinel knows the replica and the two other Sentinels, or it
     // could not vote for a failover.
-    for &port in &sentinels {
+    for port in sentinels.iter().map(|s| s.port) {
         eventually_async("the Sentinels know each other and the replica", || async {
             let replicas: Vec<redis::Value> =
                 query(port, redis::cmd("SENTINEL").arg("replicas").arg(MASTER))
@@ -133,7 +95,10 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
         })
         .await;
     }
-    let hosts: Vec<String> = sentinels.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let hosts: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
     let url = format!("redis+sentinel://{}/{MASTER}", hosts.join(","));
 
     let a = node(&url, "node-a").await;

@@ -10,6 +10,7 @@ pub mod node;
 pub mod presence;
 pub mod raw;
 pub mod recovery;
+pub mod redis_process;
 pub mod throttle;
 pub mod tools;
 
