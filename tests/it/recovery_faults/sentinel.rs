@@ -11,7 +11,7 @@ use switchboard::config::Settings;
 
 use crate::support::recovery::{verify, Ledger, Publisher, Receiver, Resync};
 use crate::support::redis_process::RedisProcess;
-use crate::support::{eventually_async, free_port, temp_dir, RedisServer, TestNode};
+use crate::support::{eventually_async, free_port, temp_dir, RedisServer, TestNode, WAIT};
 
 const CHANNEL: &str = "feed:failover";
 const MASTER: &str = "sbmaster";
@@ -131,4 +131,68 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
 
     let logs = super::finish(publisher, &ledger, receivers, &b).await;
     verify(&ledger.snapshot(), &logs, Resync::Never);
+}
+
+/// `redis_wait_replicas`: a publish no replica holds in time is answered
+/// `broker_unavailable`, though Redis made it — so a retry with the same
+/// idempotency key, once a replica has caught up, gets its first offset
+/// back and publishes nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_no_replica_holds_is_not_acknowledged() {
+    let master = RedisServer::start().await;
+    let a = TestNode::redis(&master, "node-a", |s| {
+        s.redis_wait_replicas = 1;
+        super::with_feed(s);
+    })
+    .await;
+    let mut c = a.connect("ann").await;
+    c.subscribe(CHANNEL).await;
+    let publish = serde_json::json!({
+        "type": "publish", "channel": CHANNEL, "data": "once", "idempotency_key": "k-1"
+    });
+    let refused = c.request(publish.clone()).await;
+    assert_eq!(refused["error"]["code"], "broker_unavailable", "{refused}");
+
+    let port = free_port();
+    let master_port = master.port().to_string();
+    let _replica = RedisProcess::start(
+        port,
+        &[
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--replicaof",
+            "127.0.0.1",
+            &master_port,
+        ],
+    )
+    .await;
+    // Each refused retry takes WAIT's whole timeout: the loop paces itself.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let retried = loop {
+        let r = c.request(publish.clone()).await;
+        if r["ok"] == true {
+            break r;
+        }
+        assert_eq!(r["error"]["code"], "broker_unavailable", "{r}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica never acknowledged"
+        );
+    };
+    assert_eq!(
+        retried["offset"], 1,
+        "the first publish's offset: {retried}"
+    );
+    // Published once: the subscriber got offset 1, and a marker comes next.
+    let got = c.expect("message").await;
+    assert_eq!(
+        (got["offset"].as_u64(), &got["data"]),
+        (Some(1), &serde_json::json!("once"))
+    );
+    c.publish(CHANNEL, serde_json::json!("marker")).await;
+    assert_eq!(c.expect("message").await["offset"], 2);
 }
