@@ -68,14 +68,19 @@ impl Settings {
         })?;
 
         let redis_url = m.redis_url.filter(|u| !u.is_empty());
-        // Whether the URL names Sentinels, and whether it asks for TLS.
-        let (mut sentinel, mut tls) = (false, false);
+        // Whether the URL names Sentinels or a cluster's nodes (either has
+        // replicas to fail over to), and whether it asks for TLS.
+        let (mut replicated, mut tls) = (false, false);
         if let Some(url) = &redis_url {
             let bad = |e: &dyn std::fmt::Display| invalid("redis_url", format!("{url:?}: {e}"));
-            match crate::broker::redis::SentinelSpec::parse(url) {
+            let spec = match crate::broker::redis::SentinelSpec::parse(url) {
+                Some(spec) => Some(spec.map(|s| s.tls)),
+                None => crate::broker::redis::ClusterSpec::parse(url).map(|s| s.map(|s| s.tls)),
+            };
+            match spec {
                 Some(spec) => {
-                    sentinel = true;
-                    tls = spec.map_err(|e| bad(&e))?.tls;
+                    replicated = true;
+                    tls = spec.map_err(|e| bad(&e))?;
                 }
                 None => {
                     let info = redis::Client::open(url.as_str()).map_err(|e| bad(&e))?;
@@ -94,9 +99,10 @@ impl Settings {
                 }
             }
         }
-        // With Sentinel a failover promotes a replica: a publish it does
-        // not have yet would be lost with its `ok`, so wait for one.
-        let redis_wait_replicas = m.redis_wait_replicas.unwrap_or(usize::from(sentinel));
+        // With Sentinel or a cluster a failover promotes a replica: a
+        // publish it does not have yet would be lost with its `ok`, so
+        // wait for one.
+        let redis_wait_replicas = m.redis_wait_replicas.unwrap_or(usize::from(replicated));
         let redis_tls = redis_tls(
             tls,
             m.redis_tls_ca_file,

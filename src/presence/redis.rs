@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::broker::redis::{connection, Pool};
+use crate::broker::redis::{connection, query_all, Pool};
 use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{Additions, Admission, ExpiringSets, PresenceError, Removals, SetName};
@@ -167,7 +167,7 @@ impl RedisSets {
         script: &redis::Script,
         source: &str,
         sets: &[(ExpiringSet, T)],
-        args: impl Fn(&mut redis::Pipeline, &T),
+        args: impl Fn(&mut redis::Cmd, &T),
     ) -> Result<(), PresenceError> {
         let mut conn = self
             .bounded(async { connection(&self.pool).await.map_err(unavailable) })
@@ -183,19 +183,25 @@ impl RedisSets {
         })
         .await?;
         for batch in sets.chunks(HEARTBEAT_BATCH) {
-            let mut pipe = redis::pipe();
-            for (set, set_args) in batch {
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(2)
-                    .arg(&set.hash)
-                    .arg(&set.expiry);
-                args(cmd, set_args);
-                cmd.ignore();
-            }
-            self.bounded(async { pipe.query_async::<()>(&mut conn).await.map_err(unavailable) })
-                .await?;
+            let calls = batch
+                .iter()
+                .map(|(set, set_args)| {
+                    let mut call = redis::cmd("EVALSHA");
+                    call.arg(script.get_hash())
+                        .arg(2)
+                        .arg(&set.hash)
+                        .arg(&set.expiry);
+                    args(&mut call, set_args);
+                    call
+                })
+                .collect();
+            self.bounded(async {
+                query_all(&mut conn, calls)
+                    .await
+                    .map_err(unavailable)
+                    .map(drop)
+            })
+            .await?;
         }
         Ok(())
     }

@@ -16,19 +16,21 @@
 mod pool;
 mod read_loop;
 mod repair;
+mod shards;
+mod slots;
 mod streams;
 mod subscriber;
 mod target;
 
-pub use self::pool::{get as connection, pool, Pool};
-pub use self::target::{SentinelSpec, Target};
+pub use self::pool::{get as connection, pool, query_all, Pool};
+pub use self::target::{ClusterSpec, SentinelSpec, Target};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
 
-use self::streams::{Streams, CHANNEL_META_TTL, PUBLISH_LUA};
+use self::streams::{publish_lua, Streams, CHANNEL_META_TTL};
 use self::subscriber::Subscriber;
 use super::envelope;
 use super::{Broker, BrokerError, History, HistoryQuery, Notice, Position, Publication};
@@ -50,6 +52,9 @@ pub struct RedisBroker {
     script: redis::Script,
     /// Replicas that must hold a publish before it is acknowledged.
     wait_replicas: usize,
+    /// On a Redis Cluster: sharded pub/sub (SPUBLISH), so a message goes
+    /// only to its channel's shard instead of to every node of the cluster.
+    sharded: bool,
 }
 
 impl RedisBroker {
@@ -67,6 +72,7 @@ impl RedisBroker {
     ) -> Result<RedisBroker, BrokerError> {
         let node_id = settings.node_id.clone();
         let timeout = settings.redis_timeout;
+        let sharded = matches!(target, Target::Cluster(..));
         let streams = Arc::new(Streams::new(pool.clone(), keys.clone(), timeout));
         let subscriber = Subscriber::start(
             target,
@@ -85,8 +91,9 @@ impl RedisBroker {
             subscriber,
             streams,
             metrics,
-            script: redis::Script::new(PUBLISH_LUA),
+            script: redis::Script::new(&publish_lua(sharded)),
             wait_replicas: settings.redis_wait_replicas,
+            sharded,
         })
     }
 
@@ -104,11 +111,11 @@ impl RedisBroker {
         result
     }
 
-    /// PUBLISH a payload under the operation timeout.
+    /// PUBLISH (SPUBLISH on a cluster) a payload under the operation timeout.
     async fn publish_raw(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         self.with_timeout(async {
             let mut conn = self.conn().await?;
-            redis::cmd("PUBLISH")
+            redis::cmd(if self.sharded { "SPUBLISH" } else { "PUBLISH" })
                 .arg(channel)
                 .arg(payload)
                 .query_async::<i64>(&mut conn)
@@ -124,15 +131,13 @@ impl RedisBroker {
     /// publish they do not have in time is refused though it was made: a
     /// failover could lose it, and an `ok` is a promise. The client's retry
     /// with its idempotency key then gets the first offset back.
-    async fn replicated(&self, conn: &mut pool::Connection) -> Result<(), BrokerError> {
+    async fn replicated(&self, conn: &mut pool::Connection, key: &str) -> Result<(), BrokerError> {
         if self.wait_replicas == 0 {
             return Ok(());
         }
-        let acked: usize = redis::cmd("WAIT")
-            .arg(self.wait_replicas)
-            // Half the operation's budget: the script took some of it.
-            .arg((self.timeout / 2).as_millis().max(1) as u64)
-            .query_async(conn)
+        // Half the operation's budget: the script took some of it.
+        let ms = (self.timeout / 2).as_millis().max(1) as u64;
+        let acked = pool::wait(conn, key, self.wait_replicas, ms)
             .await
             .map_err(redis_error)?;
         if acked < self.wait_replicas {
@@ -174,12 +179,13 @@ impl Broker for RedisBroker {
             // The offset must outlive the history it numbers.
             let meta_ttl = CHANNEL_META_TTL.max(ttl).as_secs() + 1;
             let window = p.idempotency.map_or(0, |i| i.window.as_millis() as u64);
+            let meta = self.keys.channel_meta(p.channel);
             let (offset, epoch): (u64, String) = self
                 .with_timeout(async {
                     let mut conn = self.conn().await?;
                     let position = self
                         .script
-                        .key(self.keys.channel_meta(p.channel))
+                        .key(&meta)
                         .key(self.keys.channel_pubsub(p.channel))
                         .key(&history)
                         .key(&idempotency)
@@ -194,7 +200,7 @@ impl Broker for RedisBroker {
                         .invoke_async(&mut conn)
                         .await
                         .map_err(redis_error)?;
-                    self.replicated(&mut conn).await?;
+                    self.replicated(&mut conn, &meta).await?;
                     Ok(position)
                 })
                 .await?;

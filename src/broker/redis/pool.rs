@@ -2,17 +2,26 @@
 //! through a `Target` (one server with its TLS certificates, or the master
 //! the Sentinels name). deadpool-redis's own manager builds its client
 //! from a URL only, so it could carry neither a custom CA nor a client
-//! certificate, nor follow a failover.
+//! certificate, nor follow a failover. On a Redis Cluster there is no pool
+//! but one cluster connection, which multiplexes over one connection per
+//! node and routes each command by its key's slot.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool::Runtime;
+use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::RedisError;
+use tokio::sync::OnceCell;
 
-use super::target::{is_master, Target};
+use super::slots::slot;
+use super::target::{cluster_client, is_master, Target};
 use crate::broker::BrokerError;
 
 /// Creates multiplexed connections to the target and checks each with a
@@ -63,17 +72,38 @@ impl managed::Manager for Manager {
     }
 }
 
-pub type Pool = managed::Pool<Manager>;
+/// Where commands go: a pool of connections to one server, or a Redis
+/// Cluster's connection.
+#[derive(Clone)]
+pub enum Pool {
+    Single(managed::Pool<Manager>),
+    Cluster(Arc<Cluster>),
+}
 
-/// A pooled connection; back to the pool when dropped.
-pub struct Connection(managed::Object<Manager>);
+/// The cluster connection, made at the first command (a node may start
+/// before Redis) and kept: it reconnects to nodes and refreshes its slot
+/// map by itself.
+pub struct Cluster {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+}
+
+/// A connection for commands: pooled (back to the pool when dropped), or a
+/// handle on the cluster connection.
+pub enum Connection {
+    Single(managed::Object<Manager>),
+    Cluster(ClusterConnection),
+}
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        self.0.req_packed_command(cmd)
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -82,35 +112,107 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        self.0.req_packed_commands(cmd, offset, count)
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Run `commands` and return their answers in order: one pipeline on one
+/// server; on a cluster each on its own, all at once (they may live on
+/// different slots; the cluster connection still pipelines them per node).
+pub async fn query_all(
+    conn: &mut Connection,
+    commands: Vec<redis::Cmd>,
+) -> redis::RedisResult<Vec<redis::Value>> {
+    match conn {
+        Connection::Single(c) => {
+            let mut pipe = redis::pipe();
+            for command in commands {
+                pipe.add_command(command);
+            }
+            pipe.query_async(&mut **c).await
+        }
+        Connection::Cluster(c) => {
+            try_join_all(commands.iter().map(|command| {
+                let mut c = c.clone();
+                async move { command.query_async::<redis::Value>(&mut c).await }
+            }))
+            .await
+        }
+    }
+}
+
+/// `WAIT replicas ms` on the connection that wrote to `key` last: on a
+/// cluster, the one to the master of its slot (WAIT counts what that
+/// connection wrote; redis-rs would otherwise ask every master).
+pub async fn wait(
+    conn: &mut Connection,
+    key: &str,
+    replicas: usize,
+    ms: u64,
+) -> redis::RedisResult<usize> {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(replicas).arg(ms);
+    match conn {
+        Connection::Single(c) => wait.query_async(&mut **c).await,
+        Connection::Cluster(c) => {
+            let master = Route::new(slot(key), SlotAddr::Master);
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(master));
+            Ok(redis::from_redis_value(
+                c.route_command(wait, route).await?,
+            )?)
+        }
     }
 }
 
 /// The command pool shared by the broker and presence: every checkout,
 /// create and recycle is bounded by `timeout`.
 pub fn pool(target: Target, size: usize, timeout: Duration) -> Result<Pool, BrokerError> {
+    if let Target::Cluster(spec, tls) = &target {
+        let client = cluster_client(spec, tls).map_err(BrokerError::unavailable)?;
+        return Ok(Pool::Cluster(Arc::new(Cluster {
+            client,
+            conn: OnceCell::new(),
+        })));
+    }
     let manager = Manager {
         target,
         pings: AtomicUsize::new(0),
     };
-    Pool::builder(manager)
+    managed::Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))
         .runtime(Runtime::Tokio1)
         .build()
+        .map(Pool::Single)
         .map_err(BrokerError::unavailable)
 }
 
 /// A connection from `pool`.
 pub async fn get(pool: &Pool) -> Result<Connection, BrokerError> {
-    pool.get()
-        .await
-        .map(Connection)
-        .map_err(BrokerError::unavailable)
+    match pool {
+        Pool::Single(pool) => pool
+            .get()
+            .await
+            .map(Connection::Single)
+            .map_err(BrokerError::unavailable),
+        Pool::Cluster(cluster) => cluster
+            .conn
+            .get_or_try_init(|| cluster.client.get_async_connection())
+            .await
+            .cloned()
+            .map(Connection::Cluster)
+            .map_err(BrokerError::unavailable),
+    }
 }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-use redis::aio::PubSubStream;
+use futures_util::{Stream, StreamExt};
+use redis::Msg;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -39,9 +39,10 @@ pub(super) enum Change {
 
 /// Forward every pub/sub message to the hub, channel messages in offset
 /// order (see `repair`), and catch up channels as they are resubscribed.
-/// Ends when the connection does.
+/// Ends when the connection does (with sharded pub/sub: never, the
+/// stream carries every shard's messages).
 pub(super) async fn read_loop(
-    mut stream: PubSubStream,
+    mut stream: impl Stream<Item = Msg> + Unpin,
     mut changes: mpsc::UnboundedReceiver<Change>,
     cx: &Context,
     tracker: &mut Tracker,

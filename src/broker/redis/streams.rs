@@ -27,7 +27,7 @@ pub(super) const CHANNEL_META_TTL: Duration = Duration::from_secs(86_400);
 /// ARGV: envelope head, frame head, frame tail, new epoch, meta TTL (s),
 /// history size (0: none), history TTL (ms), idempotency window (ms, 0: none).
 /// Returns {offset, epoch}.
-pub(super) const PUBLISH_LUA: &str = r#"
+const PUBLISH_LUA: &str = r#"
 if ARGV[8] ~= '0' then
   local first = redis.call('GET', KEYS[4])
   if first then
@@ -54,6 +54,15 @@ if ARGV[8] ~= '0' then
 end
 return {off, ep}
 "#;
+
+/// The publish script; on a Redis Cluster it SPUBLISHes (sharded pub/sub:
+/// the message stays on its channel's shard, which holds its keys too).
+pub(super) fn publish_lua(sharded: bool) -> String {
+    match sharded {
+        true => PUBLISH_LUA.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"),
+        false => PUBLISH_LUA.to_owned(),
+    }
+}
 
 /// KEYS: meta, history stream. ARGV: first id (`-`: the oldest), count,
 /// reverse (1/0), new epoch, meta TTL (s). Returns {epoch, offset, entries}
@@ -144,23 +153,29 @@ impl Streams {
 
 impl Streams {
     /// The current positions of `channels` — (epoch, offset), the epoch
-    /// empty for a channel never published to — in one pipelined round trip.
+    /// empty for a channel never published to — in one pipelined round trip
+    /// (per node, on a cluster).
     pub(super) async fn positions(
         &self,
         channels: &[&str],
     ) -> Result<Vec<(String, u64)>, BrokerError> {
         let read = async {
             let mut conn = pool::get(&self.pool).await?;
-            let mut pipe = redis::pipe();
-            for channel in channels {
-                pipe.cmd("HMGET")
-                    .arg(self.keys.channel_meta(channel))
-                    .arg("e")
-                    .arg("o");
-            }
-            pipe.query_async::<Vec<(Option<String>, Option<u64>)>>(&mut conn)
+            let reads = channels
+                .iter()
+                .map(|channel| {
+                    let mut read = redis::cmd("HMGET");
+                    read.arg(self.keys.channel_meta(channel)).arg("e").arg("o");
+                    read
+                })
+                .collect();
+            let found = pool::query_all(&mut conn, reads)
                 .await
-                .map_err(BrokerError::unavailable)
+                .map_err(BrokerError::unavailable)?;
+            redis::from_redis_value::<Vec<(Option<String>, Option<u64>)>>(redis::Value::Array(
+                found,
+            ))
+            .map_err(BrokerError::unavailable)
         };
         let found = tokio::time::timeout(self.timeout, read)
             .await

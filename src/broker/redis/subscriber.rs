@@ -15,6 +15,7 @@ use redis::aio::PubSubSink;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use super::shards::cluster_loop;
 use super::target::Target;
 
 use super::read_loop::{read_loop, Change, Context};
@@ -46,14 +47,85 @@ struct TopicState {
 /// Desired vs actual subscriptions, shared by the callers and the reconciler.
 /// A leaf lock: nothing else is locked while holding it.
 #[derive(Debug, Default)]
-struct Subscriptions {
+pub(super) struct Subscriptions {
     topics: Mutex<HashMap<String, TopicState>>,
-    changed: Notify,
+    pub(super) changed: Notify,
 }
 
 impl Subscriptions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TopicState>> {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a reconcile round must do: the topics wanted but not active
+    /// (to subscribe), and those active but no longer wanted (to
+    /// unsubscribe; marked as on their way out).
+    pub(super) fn pending(&self) -> (Vec<String>, Vec<String>) {
+        let mut topics = self.lock();
+        let to_sub = topics
+            .iter()
+            .filter(|(_, s)| s.wanted && !s.active)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let to_unsub = topics
+            .iter_mut()
+            .filter(|(_, s)| !s.wanted && s.active)
+            .map(|(n, s)| {
+                s.unsubscribing = true;
+                n.clone()
+            })
+            .collect();
+        (to_sub, to_unsub)
+    }
+
+    /// Redis confirmed the subscriptions: their waiters are answered.
+    pub(super) fn confirmed(&self, names: &[String]) {
+        let mut topics = self.lock();
+        for name in names {
+            // An entry dropped meanwhile comes back unwanted but active,
+            // so the next round UNSUBSCRIBEs it instead of leaking it.
+            let state = topics.entry(name.clone()).or_default();
+            state.active = true;
+            for waiter in state.waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Redis confirmed the unsubscriptions.
+    pub(super) fn unsubscribed(&self, names: &[String]) {
+        let mut topics = self.lock();
+        for name in names {
+            if let Some(state) = topics.get_mut(name) {
+                if state.wanted {
+                    // Wanted again meanwhile: the next round resubscribes,
+                    // and its waiters are answered only then.
+                    state.active = false;
+                    state.unsubscribing = false;
+                } else {
+                    topics.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The subscriptions of `lost` are gone with their connection (or
+    /// their slot moved): what is still wanted is pending again.
+    pub(super) fn lost(&self, lost: impl Fn(&str) -> bool) {
+        self.lock().retain(|name, state| {
+            if lost(name) {
+                state.active = false;
+                state.unsubscribing = false;
+            }
+            state.active || state.wanted || !state.waiters.is_empty()
+        });
+    }
+
+    /// Whether `name` is wanted, and not on its way out.
+    pub(super) fn is_wanted(&self, name: &str) -> bool {
+        self.lock()
+            .get(name)
+            .is_some_and(|s| s.wanted && !s.unsubscribing)
     }
 }
 
@@ -78,19 +150,30 @@ impl Subscriber {
     ) -> Subscriber {
         let subs = Arc::new(Subscriptions::default());
         let healthy = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(subscriber_loop(
-            target,
-            Context {
-                node_id,
-                hub,
-                metrics,
-                streams,
-                keys,
-            },
-            subs.clone(),
-            healthy.clone(),
-            timeout,
-        ));
+        let cx = Context {
+            node_id,
+            hub,
+            metrics,
+            streams,
+            keys,
+        };
+        let task = match target {
+            Target::Cluster(spec, tls) => tokio::spawn(cluster_loop(
+                spec,
+                tls,
+                cx,
+                subs.clone(),
+                healthy.clone(),
+                timeout,
+            )),
+            target => tokio::spawn(subscriber_loop(
+                target,
+                cx,
+                subs.clone(),
+                healthy.clone(),
+                timeout,
+            )),
+        };
         Subscriber {
             subs,
             healthy,
@@ -190,11 +273,7 @@ async fn subscriber_loop(
         backoff = Duration::from_millis(50);
 
         // A new connection has no subscriptions: everything wanted is pending again.
-        subs.lock().retain(|_, state| {
-            state.active = false;
-            state.unsubscribing = false;
-            state.wanted || !state.waiters.is_empty()
-        });
+        subs.lost(|_| true);
         let (sink, stream) = pubsub.split();
         let (changes, changed) = mpsc::unbounded_channel();
         let reason = tokio::select! {
@@ -240,75 +319,20 @@ async fn reconcile_loop(
         tokio::pin!(changed);
         changed.as_mut().enable();
 
-        let (to_sub, to_unsub): (Vec<String>, Vec<String>) = {
-            let mut topics = subs.lock();
-            let to_sub = topics
-                .iter()
-                .filter(|(_, s)| s.wanted && !s.active)
-                .map(|(n, _)| n.clone())
-                .collect();
-            let to_unsub = topics
-                .iter_mut()
-                .filter(|(_, s)| !s.wanted && s.active)
-                .map(|(n, s)| {
-                    s.unsubscribing = true;
-                    n.clone()
-                })
-                .collect();
-            (to_sub, to_unsub)
-        };
+        let (to_sub, to_unsub) = subs.pending();
         for batch in to_sub.chunks(SUBSCRIBE_BATCH) {
-            // Where each channel stands before it is subscribed: the point
-            // a catch-up after a later drop starts from, even if no message
-            // came in between.
-            let channels: Vec<&str> = batch
-                .iter()
-                .filter_map(|name| cx.keys.channel_of_pubsub(name))
-                .collect();
-            let positions = match channels.is_empty() {
-                true => Vec::new(),
-                false => cx.streams.positions(&channels).await.unwrap_or_default(),
-            };
+            let before = Before::read(cx, batch).await;
             if let Err(why) = bounded("SUBSCRIBE", timeout, sink.subscribe(batch)).await {
                 return why;
             }
-            let mut topics = subs.lock();
-            for name in batch {
-                // An entry dropped meanwhile comes back unwanted but active,
-                // so the next round UNSUBSCRIBEs it instead of leaking it.
-                let state = topics.entry(name.clone()).or_default();
-                state.active = true;
-                for waiter in state.waiters.drain(..) {
-                    let _ = waiter.send(());
-                }
-            }
-            drop(topics);
-            // The read loop catches these up if it delivered them before.
-            let mut positions = positions.into_iter();
-            let subscribed = channels
-                .iter()
-                .map(|channel| (channel.to_string(), positions.next()))
-                .collect();
-            let _ = changes.send(Change::Subscribed(subscribed));
+            subs.confirmed(batch);
+            let _ = changes.send(before.subscribed(&cx.keys, batch));
         }
         for batch in to_unsub.chunks(SUBSCRIBE_BATCH) {
             if let Err(why) = bounded("UNSUBSCRIBE", timeout, sink.unsubscribe(batch)).await {
                 return why;
             }
-            let mut topics = subs.lock();
-            for name in batch {
-                if let Some(state) = topics.get_mut(name) {
-                    if state.wanted {
-                        // Wanted again meanwhile: the next round resubscribes,
-                        // and its waiters are answered only then.
-                        state.active = false;
-                        state.unsubscribing = false;
-                    } else {
-                        topics.remove(name);
-                    }
-                }
-            }
-            drop(topics);
+            subs.unsubscribed(batch);
             let gone = batch
                 .iter()
                 .filter_map(|name| cx.keys.channel_of_pubsub(name))
@@ -326,6 +350,50 @@ async fn reconcile_loop(
                 }
             }
         }
+    }
+}
+
+/// Where each channel of a batch stood just before it was subscribed: the
+/// point a catch-up after a later drop starts from, even if no message
+/// came in between.
+pub(super) struct Before {
+    positions: HashMap<String, (String, u64)>,
+}
+
+impl Before {
+    /// Read the positions of the channels among the pub/sub `names` (a
+    /// failed read leaves them unknown).
+    pub(super) async fn read(cx: &Context, names: &[String]) -> Before {
+        let channels: Vec<&str> = names
+            .iter()
+            .filter_map(|name| cx.keys.channel_of_pubsub(name))
+            .collect();
+        let positions = match channels.is_empty() {
+            true => Vec::new(),
+            false => cx.streams.positions(&channels).await.unwrap_or_default(),
+        };
+        Before {
+            positions: channels
+                .iter()
+                .map(|c| c.to_string())
+                .zip(positions)
+                .collect(),
+        }
+    }
+
+    /// The news for the read loop that the channels among `names` are
+    /// subscribed: it catches up those it delivered before.
+    pub(super) fn subscribed(&self, keys: &Keys, names: &[String]) -> Change {
+        Change::Subscribed(
+            names
+                .iter()
+                .filter_map(|name| keys.channel_of_pubsub(name))
+                .map(|channel| {
+                    let position = self.positions.get(channel).cloned();
+                    (channel.to_owned(), position)
+                })
+                .collect(),
+        )
     }
 }
 
