@@ -342,3 +342,52 @@ fn redis_tls_settings_are_checked_at_start() {
     let plain = resolve(&tls_url).unwrap();
     assert_eq!(plain.redis_tls, crate::config::RedisTls::default());
 }
+
+/// A Sentinel or Cluster URL is checked at start, and makes publishes wait
+/// for a replica unless told otherwise; TLS comes from its scheme.
+#[test]
+fn sentinel_and_cluster_urls_wait_for_a_replica() {
+    let resolve = |args: &[&str]| Settings::resolve(cli(args), FileSettings::default());
+    let waits = |url: &str| resolve(&["--redis-url", url]).unwrap().redis_wait_replicas;
+    assert_eq!(waits("redis://r:6379"), 0);
+    assert_eq!(waits("redis+sentinel://s1:26379,s2:26379/main"), 1);
+    assert_eq!(waits("redis+cluster://n1:7000,n2:7001"), 1);
+    let told = resolve(&[
+        "--redis-url",
+        "redis+cluster://n1:7000",
+        "--redis-wait-replicas",
+        "0",
+    ])
+    .unwrap();
+    assert_eq!(told.redis_wait_replicas, 0);
+    for bad in [
+        "redis+cluster://n1",
+        "redis+cluster://n1:7000/2",
+        "redis+sentinel://s1:1",
+    ] {
+        let err = resolve(&["--redis-url", bad]).unwrap_err().to_string();
+        assert!(err.contains("`redis_url`"), "{bad}: {err}");
+    }
+    // Certificates go with a TLS cluster URL, not a plain one.
+    let dir = std::env::temp_dir().join(format!("sb-cluster-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("ca.pem");
+    std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let pem = pem.to_str().unwrap();
+    assert!(resolve(&[
+        "--redis-url",
+        "rediss+cluster://n1:7000",
+        "--redis-tls-ca-file",
+        pem
+    ])
+    .is_ok());
+    let err = resolve(&[
+        "--redis-url",
+        "redis+cluster://n1:7000",
+        "--redis-tls-ca-file",
+        pem,
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("redis_tls_ca_file"), "{err}");
+}

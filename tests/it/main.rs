@@ -31,6 +31,7 @@ mod permissions;
 mod presence;
 mod recovery;
 mod recovery_faults;
+mod redis_cluster;
 mod redis_outage;
 mod redis_tls;
 mod registry;

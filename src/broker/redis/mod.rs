@@ -114,7 +114,7 @@ impl RedisBroker {
     /// PUBLISH (SPUBLISH on a cluster) a payload under the operation timeout.
     async fn publish_raw(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
         self.with_timeout(async {
-            let mut conn = self.conn().await?;
+            let mut conn = self.conn(channel).await?;
             redis::cmd(if self.sharded { "SPUBLISH" } else { "PUBLISH" })
                 .arg(channel)
                 .arg(payload)
@@ -149,12 +149,15 @@ impl RedisBroker {
         Ok(())
     }
 
-    /// A pooled connection for a publishing command. Refused while this
-    /// node's subscriber connection is down or still resubscribing: Redis
-    /// would accept the PUBLISH (the pool reconnects first) and deliver it to
-    /// nobody here, and the client would hold an `ok` for a lost message.
-    async fn conn(&self) -> Result<pool::Connection, BrokerError> {
-        if !self.is_healthy() {
+    /// A pooled connection for a publishing command on the pub/sub channel
+    /// `name`. Refused while this node's subscription to it is down or
+    /// still resubscribing: Redis would accept the PUBLISH (the pool
+    /// reconnects first) and deliver it to nobody here, and the client
+    /// would hold an `ok` for a lost message. On a single Redis that is the
+    /// subscriber connection's health; on a cluster, that of the channel's
+    /// own subscription, so one shard's failover does not stop the others.
+    async fn conn(&self, name: &str) -> Result<pool::Connection, BrokerError> {
+        if !self.subscriber.may_publish(name) {
             return Err(BrokerError::NotResubscribed);
         }
         pool::get(&self.pool).await
@@ -180,13 +183,14 @@ impl Broker for RedisBroker {
             let meta_ttl = CHANNEL_META_TTL.max(ttl).as_secs() + 1;
             let window = p.idempotency.map_or(0, |i| i.window.as_millis() as u64);
             let meta = self.keys.channel_meta(p.channel);
+            let pubsub = self.keys.channel_pubsub(p.channel);
             let (offset, epoch): (u64, String) = self
                 .with_timeout(async {
-                    let mut conn = self.conn().await?;
+                    let mut conn = self.conn(&pubsub).await?;
                     let position = self
                         .script
                         .key(&meta)
-                        .key(self.keys.channel_pubsub(p.channel))
+                        .key(&pubsub)
                         .key(&history)
                         .key(&idempotency)
                         .arg(&head)

@@ -42,6 +42,9 @@ struct TopicState {
     unsubscribing: bool,
     /// `subscribe()` calls waiting for `active`.
     waiters: Vec<oneshot::Sender<()>>,
+    /// Was active, and its subscription was lost (connection dropped,
+    /// slot moved): publishes must wait until it is active again.
+    lost: bool,
 }
 
 /// Desired vs actual subscriptions, shared by the callers and the reconciler.
@@ -86,6 +89,7 @@ impl Subscriptions {
             // so the next round UNSUBSCRIBEs it instead of leaking it.
             let state = topics.entry(name.clone()).or_default();
             state.active = true;
+            state.lost = false;
             for waiter in state.waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -114,6 +118,7 @@ impl Subscriptions {
     pub(super) fn lost(&self, lost: impl Fn(&str) -> bool) {
         self.lock().retain(|name, state| {
             if lost(name) {
+                state.lost |= state.active && state.wanted;
                 state.active = false;
                 state.unsubscribing = false;
             }
@@ -133,6 +138,9 @@ impl Subscriptions {
 pub(super) struct Subscriber {
     subs: Arc<Subscriptions>,
     healthy: Arc<AtomicBool>,
+    /// One subscription per channel on its shard (Redis Cluster), rather
+    /// than all on one connection.
+    sharded: bool,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -157,6 +165,7 @@ impl Subscriber {
             streams,
             keys,
         };
+        let sharded = matches!(target, Target::Cluster(..));
         let task = match target {
             Target::Cluster(spec, tls) => tokio::spawn(cluster_loop(
                 spec,
@@ -177,6 +186,7 @@ impl Subscriber {
         Subscriber {
             subs,
             healthy,
+            sharded,
             task: Mutex::new(Some(task)),
         }
     }
@@ -218,6 +228,21 @@ impl Subscriber {
 
     pub(super) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether a publish on the pub/sub channel `name` would reach this
+    /// node's subscribers: on one connection, whether it is up and
+    /// resubscribed; sharded, whether this node's subscription to `name`
+    /// (if it has one) is not lost and waiting to be made again.
+    pub(super) fn may_publish(&self, name: &str) -> bool {
+        if !self.sharded {
+            return self.is_healthy();
+        }
+        !self
+            .subs
+            .lock()
+            .get(name)
+            .is_some_and(|s| s.wanted && s.lost)
     }
 
     pub(super) fn shutdown(&self) {

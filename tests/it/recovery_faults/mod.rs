@@ -38,6 +38,7 @@
 //!   with two replicas and three Sentinels, killed mid-stream: the nodes
 //!   follow the failover, nothing acknowledged is lost or duplicated.
 
+mod cluster;
 mod nodes;
 mod redis;
 mod sentinel;
@@ -51,7 +52,7 @@ use crate::support::{temp_dir, TestNode};
 
 /// The `feed` namespace with a history of 10 000 messages, and outboxes
 /// that hold a whole run, for the Redis fault tests' in-process nodes.
-fn with_feed(s: &mut Settings) {
+pub fn with_feed(s: &mut Settings) {
     s.namespaces.push(Namespace {
         name: "feed".into(),
         options: NamespaceOptions {

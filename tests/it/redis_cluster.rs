@@ -1,0 +1,129 @@
+//! Redis Cluster (sharded pub/sub): nodes on a `redis+cluster://` URL, a
+//! local cluster of three masters started by the test. A channel's
+//! messages are SPUBLISHed on the master of its slot and each node
+//! SSUBSCRIBEs there, so the test checks that every master carried
+//! traffic, that none of it went over plain (cluster-wide) PUBLISH, and
+//! that a channel is subscribed on its own master only. The fault tests
+//! (a slot moved under load, a master killed) are in
+//! `recovery_faults::cluster`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard::config::Settings;
+use switchboard_fixtures::{slot_of, RedisCluster};
+
+use crate::support::TestNode;
+
+/// A node on the cluster at `url` (no replicas to wait for), with the
+/// `feed` namespace.
+pub async fn cluster_node(url: &str, id: &str, wait_replicas: usize) -> TestNode {
+    let mut s = Settings::for_tests();
+    s.redis_url = Some(url.into());
+    s.node_id = id.into();
+    s.redis_timeout = Duration::from_millis(500);
+    s.redis_wait_replicas = wait_replicas;
+    s.unsubscribe_delay = Duration::from_millis(100);
+    crate::recovery_faults::with_feed(&mut s);
+    let node = TestNode::start(s).await;
+    node.wait_ready(true).await;
+    node
+}
+
+/// The pub/sub name of a channel's messages (the default key prefix).
+pub fn pubsub_name(channel: &str) -> String {
+    format!("sb:{{c.{channel}}}:pub")
+}
+
+/// A command's call count in a node's `INFO commandstats` (0 if never called).
+fn calls(cluster: &RedisCluster, port: u16, command: &str) -> u64 {
+    let stats = cluster
+        .cli(port, &["INFO", "commandstats"])
+        .expect("INFO commandstats");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_a_redis_cluster_deliver_across_each_other_through_each_shard() {
+    let cluster = RedisCluster::try_start(3, 0)
+        .await
+        .expect("a Redis Cluster");
+    let masters = cluster.master_ports().await.expect("masters");
+    // Two channels on each master.
+    let mut channels: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for i in 0.. {
+        let channel = format!("feed:room{i}");
+        let master = cluster
+            .master_of(slot_of(&pubsub_name(&channel)))
+            .await
+            .expect("the slot's master");
+        let on = channels.entry(master).or_default();
+        if on.len() < 2 {
+            on.push(channel);
+        }
+        if channels.len() == masters.len() && channels.values().all(|c| c.len() == 2) {
+            break;
+        }
+    }
+    let a = cluster_node(&cluster.url(), "node-a", 0).await;
+    let b = cluster_node(&cluster.url(), "node-b", 0).await;
+    let mut ann = a.connect("ann").await;
+    let mut bob = b.connect("bob").await;
+    for channel in channels.values().flatten() {
+        ann.subscribe(channel).await;
+    }
+    for (i, channel) in channels.values().flatten().enumerate() {
+        let reply = bob.publish(channel, json!(i)).await;
+        assert_eq!(reply["offset"], 1, "{reply}");
+        let got = ann.expect("message").await;
+        assert_eq!(
+            (&got["channel"], &got["data"], &got["offset"]),
+            (&json!(channel), &json!(i), &json!(1))
+        );
+    }
+    // A direct message travels on the recipient's own slot.
+    bob.send_to("ann", json!("hello")).await;
+    let direct = ann.expect("direct").await;
+    assert_eq!(
+        (&direct["from"], &direct["data"]),
+        (&json!("bob"), &json!("hello"))
+    );
+    // History lives on the channel's slot too: read from the other node.
+    let first = channels.values().flatten().next().unwrap().clone();
+    let history = bob
+        .ok(json!({"type": "history", "channel": first, "limit": 10}))
+        .await;
+    assert_eq!(
+        history["messages"].as_array().map(Vec::len),
+        Some(1),
+        "{history}"
+    );
+
+    for (master, on) in &channels {
+        assert!(
+            calls(&cluster, *master, "spublish") >= 2,
+            "master {master} carried no SPUBLISH"
+        );
+        assert_eq!(
+            calls(&cluster, *master, "publish"),
+            0,
+            "master {master} got a cluster-wide PUBLISH"
+        );
+        // Each channel is subscribed on its own master, by node-a only.
+        for channel in on {
+            let numsub = cluster
+                .cli(*master, &["PUBSUB", "SHARDNUMSUB", &pubsub_name(channel)])
+                .expect("PUBSUB SHARDNUMSUB");
+            assert_eq!(
+                numsub.lines().nth(1),
+                Some("1"),
+                "{channel} on {master}: {numsub}"
+            );
+        }
+    }
+}
