@@ -25,6 +25,9 @@
 #                R = 5000) without history and with history_size = 1000; then
 #                fanout and churn --recover with reconnects (loss, duplicates,
 #                recovery time)
+#   redis_cluster table "Redis Cluster: one Redis against three shards" fanout
+#                over 1000 channels (2 subscribers each) at R = 5000 and 20000,
+#                on one redis-server and on a 3-master Redis Cluster
 # The "Targets" table has no run of its own: it quotes the tables above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +36,7 @@ LT=${LT:-target/release/switchboard-loadtest}
 OUT=${OUT:-bench-out}
 # Port of the counting OTLP sink in the tracing section.
 OTLP_PORT=${OTLP_PORT:-4318}
-SECTIONS=(connections one_node fanout direct churn tracing admission history)
+SECTIONS=(connections one_node fanout direct churn tracing admission history redis_cluster)
 # Runs are untraced unless the tracing section sets these (the nodes inherit them).
 unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG OTEL_SDK_DISABLED
 
@@ -174,6 +177,20 @@ quiet_sockets() {
 }
 
 # The sink started by the tracing section, stopped however the script ends.
+# Redis's share of a publish-heavy load on one redis-server and on a Redis
+# Cluster of 3 masters (sharded pub/sub): 1000 channels with 2 subscribers
+# each, so every message costs Redis a script, an SPUBLISH/PUBLISH and two
+# deliveries. The headline gives Redis CPU summed over the masters;
+# summary.json's redis.processes has each master's.
+section_redis_cluster() {
+  local r s
+  for r in 5000 20000; do
+    for s in 0 3; do
+      run "redis-shards-$s-rate-$r" fanout --redis-shards "$s" --connections 2000 --channels 1000 --publishers 8 --rate "$r" --duration 10
+    done
+  done
+}
+
 SINK_PID=
 stop_sink() {
   if [ -n "$SINK_PID" ]; then

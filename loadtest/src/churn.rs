@@ -253,7 +253,7 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
     for task in publishers {
         let _ = task.await;
     }
-    let (samples, nodes) = sampler.stop();
+    let (samples, nodes, redis) = sampler.stop();
     let histogram = latencies.total();
     let (cycle_errors, mut errors) = std::mem::take(&mut *errors.lock().unwrap());
     let mut error_count = cycle_errors;
@@ -305,6 +305,7 @@ pub async fn run(env: &Env, p: &ChurnParams) -> anyhow::Result<Summary> {
         errors,
         samples,
         nodes,
+        redis,
         recovery,
         traces: publishing.traces.as_ref().map(|t| t.figures()),
         ..Summary::default()

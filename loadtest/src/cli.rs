@@ -24,6 +24,17 @@ pub(crate) struct Common {
     /// Start redis-server and this many local nodes for the run instead.
     #[arg(long, conflicts_with = "nodes")]
     pub(crate) cluster: Option<usize>,
+    /// With --cluster: Redis as a Redis Cluster of this many masters (no
+    /// replicas) instead of one redis-server; the nodes get a
+    /// redis+cluster:// URL naming every master, and Redis CPU is summed
+    /// over them (0: one redis-server).
+    #[arg(
+        long,
+        default_value_t = 0,
+        requires = "cluster",
+        conflicts_with = "nodes"
+    )]
+    pub(crate) redis_shards: usize,
     /// Extra argument for every node started by --cluster (repeatable).
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     pub(crate) node_args: Vec<String>,
@@ -33,6 +44,9 @@ pub(crate) struct Common {
     /// Local node pids whose RSS is sampled (automatic with --cluster).
     #[arg(long, value_delimiter = ',')]
     pub(crate) pids: Vec<u32>,
+    /// Local Redis pids whose CPU is measured, summed (automatic with --cluster).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) redis_pids: Vec<u32>,
     /// /metrics URLs to scrape before and after (automatic with --cluster).
     #[arg(long = "metrics-url", value_delimiter = ',')]
     pub(crate) metrics_urls: Vec<String>,
@@ -185,10 +199,15 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         trace: Trace,
     },
-    /// Start redis-server and N nodes, print their URLs, run until Ctrl-C.
+    /// Start redis-server (or a Redis Cluster) and N nodes, print their URLs, run until Ctrl-C.
     Cluster {
         #[arg(long, default_value_t = 2)]
         nodes: usize,
+        /// A Redis Cluster of this many masters (no replicas) instead of
+        /// one redis-server; the nodes get a redis+cluster:// URL (0: one
+        /// redis-server).
+        #[arg(long, default_value_t = 0)]
+        redis_shards: usize,
         #[arg(long = "node-arg", allow_hyphen_values = true)]
         node_args: Vec<String>,
         #[arg(long)]

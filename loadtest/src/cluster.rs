@@ -1,4 +1,5 @@
-//! A local cluster for benchmarks: one `redis-server` and N `switchboard`
+//! A local cluster for benchmarks: one `redis-server` (or, with
+//! `--redis-shards S`, a Redis Cluster of S masters) and N `switchboard`
 //! nodes on free loopback ports, torn down when dropped. Used by the
 //! `cluster` subcommand and by `--cluster N` on every scenario, so a 2-node
 //! benchmark is one command. The processes are the tests' fixtures
@@ -9,13 +10,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use switchboard_fixtures::{poll_until, NodeProcess, RedisServer};
+use switchboard_fixtures::{poll_until, NodeProcess, RedisCluster, RedisServer};
 
 pub struct LocalCluster {
     // Nodes first: they are dropped (killed) before Redis.
     _nodes: Vec<NodeProcess>,
-    _redis: RedisServer,
+    /// One of these two: `redis_shards` 0, or 1 and more.
+    _redis: Option<RedisServer>,
+    _redis_cluster: Option<RedisCluster>,
+    /// `redis://…`, or `redis+cluster://…` naming every master.
     pub redis_url: String,
+    /// The Redis processes: the one server, or every master.
+    pub redis_pids: Vec<u32>,
     /// `ws://127.0.0.1:PORT/ws` per node.
     pub ws_urls: Vec<String>,
     /// `http://127.0.0.1:PORT/metrics` per node.
@@ -42,16 +48,32 @@ async fn ready(port: u16) -> bool {
 impl LocalCluster {
     /// Start Redis and `nodes` nodes (each with one worker, so two nodes
     /// share a 2-core machine fairly), passing `node_args` to every node.
+    /// Redis is one `redis-server` if `redis_shards` is 0, else a Redis
+    /// Cluster of that many masters without replicas (a benchmark measures
+    /// sharding, not failover), which the nodes reach by a
+    /// `redis+cluster://` URL.
     pub async fn start(
         nodes: usize,
+        redis_shards: usize,
         binary: &Path,
         node_args: &[String],
     ) -> anyhow::Result<LocalCluster> {
         // Nodes start fine without Redis, but would log an outage first.
-        let redis = RedisServer::try_start()
-            .await
-            .context("apt-get install redis-server")?;
-        let redis_url = redis.url();
+        let (redis, redis_cluster, redis_url, redis_pids) = if redis_shards == 0 {
+            let server = RedisServer::try_start()
+                .await
+                .context("apt-get install redis-server")?;
+            let (url, pids) = (server.url(), server.pid().into_iter().collect());
+            (Some(server), None, url, pids)
+        } else {
+            let cluster = RedisCluster::try_start(redis_shards, 0)
+                .await
+                .with_context(|| {
+                    format!("start a Redis Cluster of {redis_shards} masters (apt-get install redis-server)")
+                })?;
+            let (url, pids) = (cluster.url(), cluster.pids());
+            (None, Some(cluster), url, pids)
+        };
         let mut started = Vec::new();
         for i in 0..nodes {
             let node = NodeProcess::spawn(binary, |cmd| {
@@ -69,6 +91,11 @@ impl LocalCluster {
                     .env("SWITCHBOARD_MAX_MESSAGES_PER_SECOND", "1000000")
                     .env("SWITCHBOARD_MAX_CONNECTIONS_PER_USER", "1000000")
                     .stderr(Stdio::inherit());
+                if redis_shards > 0 {
+                    // A cluster URL makes a node wait for a replica of
+                    // every publish by default; these shards have none.
+                    cmd.env("SWITCHBOARD_REDIS_WAIT_REPLICAS", "0");
+                }
             })
             .with_context(|| format!("start {} (cargo build --release first)", binary.display()))?;
             started.push(node);
@@ -80,6 +107,7 @@ impl LocalCluster {
         }
         Ok(LocalCluster {
             redis_url,
+            redis_pids,
             ws_urls: started.iter().map(|n| n.ws_url("/ws")).collect(),
             metrics_urls: started
                 .iter()
@@ -88,6 +116,7 @@ impl LocalCluster {
             pids: started.iter().map(NodeProcess::pid).collect(),
             _nodes: started,
             _redis: redis,
+            _redis_cluster: redis_cluster,
         })
     }
 }

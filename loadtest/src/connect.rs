@@ -254,7 +254,7 @@ pub async fn run(env: &Env, p: &ConnectParams) -> anyhow::Result<Summary> {
         drop(child.stdin.take()); // EOF releases the worker's connections
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     }
-    let (samples, nodes) = sampler.stop();
+    let (samples, nodes, redis) = sampler.stop();
 
     let mut handshake = stats::new_histogram();
     let mut figures = ConnectFigures::default();
@@ -294,6 +294,7 @@ pub async fn run(env: &Env, p: &ConnectParams) -> anyhow::Result<Summary> {
         errors,
         samples,
         nodes,
+        redis,
         ..Summary::default()
     })
 }

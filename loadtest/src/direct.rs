@@ -168,7 +168,7 @@ pub async fn run(env: &Env, p: &DirectParams) -> anyhow::Result<Summary> {
             tracker.merge(&t);
         }
     }
-    let (samples, nodes) = sampler.stop();
+    let (samples, nodes, redis) = sampler.stop();
     let histogram = shared.latencies.total();
     errors.extend(shared.errors.lock().unwrap().drain(..));
     Ok(Summary {
@@ -192,6 +192,7 @@ pub async fn run(env: &Env, p: &DirectParams) -> anyhow::Result<Summary> {
         errors,
         samples,
         nodes,
+        redis,
         ..Summary::default()
     })
 }

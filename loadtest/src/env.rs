@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use crate::client::{self, Sources, Ws};
 use crate::sampler;
 use crate::stats::{self, summarize};
-use crate::summary::{ConnectFigures, NodeMemory};
+use crate::summary::{ConnectFigures, NodeMemory, ProcessCpu, RedisCpu};
 
 pub struct Env {
     /// WebSocket URLs of the nodes; connections are spread round-robin.
@@ -20,6 +20,9 @@ pub struct Env {
     pub sources: Arc<Sources>,
     /// Local node processes whose memory is sampled.
     pub pids: Vec<u32>,
+    /// Local Redis processes whose CPU is measured, summed: one
+    /// `redis-server`, or every node of a Redis Cluster.
+    pub redis_pids: Vec<u32>,
     /// `/metrics` URLs scraped before and after the run.
     pub metrics_urls: Vec<String>,
     /// Handshakes in flight at once while setting up.
@@ -165,10 +168,13 @@ pub struct Counters {
     pub connections: AtomicU64,
 }
 
-/// Sample counters, latency and node memory every second until stopped.
+/// Sample counters, latency and node memory every second until stopped;
+/// node and Redis CPU from start to stop.
 pub struct Sampler {
     pub samples: Arc<Mutex<Vec<crate::summary::Sample>>>,
     pub memory: Arc<Mutex<Vec<NodeMemory>>>,
+    /// Each Redis process's CPU seconds at the start (unreadable pids left out).
+    redis_start: Vec<(u32, f64)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -191,6 +197,11 @@ impl Sampler {
                 })
                 .collect::<Vec<_>>(),
         ));
+        let redis_start = env
+            .redis_pids
+            .iter()
+            .filter_map(|&pid| Some((pid, sampler::cpu_seconds(pid)?)))
+            .collect();
         let (s, m, progress) = (samples.clone(), memory.clone(), env.progress);
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(
@@ -235,18 +246,39 @@ impl Sampler {
         Sampler {
             samples,
             memory,
+            redis_start,
             task,
         }
     }
 
-    pub fn stop(self) -> (Vec<crate::summary::Sample>, Vec<NodeMemory>) {
+    /// The samples, node memory and CPU, and Redis CPU (if there were
+    /// Redis pids), summed over its processes.
+    pub fn stop(
+        self,
+    ) -> (
+        Vec<crate::summary::Sample>,
+        Vec<NodeMemory>,
+        Option<RedisCpu>,
+    ) {
         self.task.abort();
         let samples = std::mem::take(&mut *self.samples.lock().unwrap());
         let mut memory = std::mem::take(&mut *self.memory.lock().unwrap());
         for node in &mut memory {
             node.cpu_s = sampler::cpu_seconds(node.pid).map_or(0.0, |now| now - node.cpu_s);
         }
-        (samples, memory)
+        let processes: Vec<ProcessCpu> = self
+            .redis_start
+            .iter()
+            .map(|&(pid, start)| ProcessCpu {
+                pid,
+                cpu_s: sampler::cpu_seconds(pid).map_or(0.0, |now| now - start),
+            })
+            .collect();
+        let redis = (!processes.is_empty()).then(|| RedisCpu {
+            cpu_s: processes.iter().map(|p| p.cpu_s).sum(),
+            processes,
+        });
+        (samples, memory, redis)
     }
 }
 

@@ -11,8 +11,8 @@
 //! * [`env`](mod@env) — shared set-up: connecting many clients, per-second sampling.
 //! * [`stats`] — HDR latency histograms, sequence and loss accounting.
 //! * [`recover`] — `--recover`: positions, `subscribe {since}`, loss against acknowledged offsets.
-//! * [`sampler`] — node RSS from /proc, `/metrics` scraping.
-//! * [`cluster`] — redis-server + N switchboard processes on free ports.
+//! * [`sampler`] — node RSS and CPU, Redis CPU from /proc, `/metrics` scraping.
+//! * [`cluster`] — redis-server (or a Redis Cluster) + N switchboard processes on free ports.
 //! * [`sink`] — a counting OTLP/HTTP endpoint for tracing-overhead runs.
 //! * [`traces`] — `--trace-fraction`: traced publishes, the slowest traced deliveries.
 
@@ -139,6 +139,19 @@ pub fn headline(s: &summary::Summary) -> String {
             out.push_str(&format!(
                 " ({:.2} µs per delivery)",
                 cpu * 1e6 / d.received as f64
+            ));
+        }
+        out.push('\n');
+    }
+    if let Some(r) = &s.redis {
+        out.push_str(&format!("  redis CPU {:.2}s", r.cpu_s));
+        if r.processes.len() > 1 {
+            out.push_str(&format!(" over {} processes", r.processes.len()));
+        }
+        if let Some(d) = s.delivery.as_ref().filter(|d| d.received > 0) {
+            out.push_str(&format!(
+                " ({:.2} µs per delivery)",
+                r.cpu_s * 1e6 / d.received as f64
             ));
         }
         out.push('\n');

@@ -25,10 +25,11 @@ async fn environment(
     connections: usize,
 ) -> anyhow::Result<(Env, Option<LocalCluster>)> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let (nodes, pids, metrics_urls, cluster) = match common.cluster {
+    let (nodes, pids, redis_pids, metrics_urls, cluster) = match common.cluster {
         Some(n) => {
             let bin = common.bin.clone().unwrap_or_else(default_node_binary);
-            let cluster = LocalCluster::start(n, &bin, &common.node_args).await?;
+            let cluster =
+                LocalCluster::start(n, common.redis_shards, &bin, &common.node_args).await?;
             eprintln!(
                 "started redis {} and nodes {:?}",
                 cluster.redis_url, cluster.ws_urls
@@ -36,6 +37,7 @@ async fn environment(
             (
                 cluster.ws_urls.clone(),
                 cluster.pids.clone(),
+                cluster.redis_pids.clone(),
                 cluster.metrics_urls.clone(),
                 Some(cluster),
             )
@@ -43,6 +45,7 @@ async fn environment(
         None => (
             common.nodes.clone(),
             common.pids.clone(),
+            common.redis_pids.clone(),
             common.metrics_urls.clone(),
             None,
         ),
@@ -52,12 +55,21 @@ async fn environment(
         nodes,
         sources: Arc::new(sources),
         pids,
+        redis_pids,
         metrics_urls,
         connect_concurrency: common.connect_concurrency,
         progress: !common.quiet,
         command,
     };
     Ok((env, cluster))
+}
+
+/// Pids as a `--pids` value: comma-separated.
+fn join(pids: &[u32]) -> String {
+    pids.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn finish(common: &Common, summary: &switchboard_loadtest::summary::Summary) -> anyhow::Result<()> {
@@ -177,12 +189,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Cluster {
             nodes,
+            redis_shards,
             node_args,
             bin,
         } => {
             let bin = bin.unwrap_or_else(default_node_binary);
-            let cluster = LocalCluster::start(nodes, &bin, &node_args).await?;
-            println!("redis: {}", cluster.redis_url);
+            let cluster = LocalCluster::start(nodes, redis_shards, &bin, &node_args).await?;
+            println!(
+                "redis: {} (pids {})",
+                cluster.redis_url,
+                join(&cluster.redis_pids)
+            );
             for ((ws, metrics), pid) in cluster
                 .ws_urls
                 .iter()
@@ -192,14 +209,10 @@ async fn main() -> anyhow::Result<()> {
                 println!("node pid {pid}: {ws}  ({metrics})");
             }
             println!(
-                "--nodes {} --pids {}",
+                "--nodes {} --pids {} --redis-pids {}",
                 cluster.ws_urls.join(","),
-                cluster
-                    .pids
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                join(&cluster.pids),
+                join(&cluster.redis_pids)
             );
             println!("Ctrl-C stops the cluster.");
             tokio::signal::ctrl_c().await?;

@@ -30,6 +30,22 @@ pub struct NodeMemory {
     pub cpu_s: f64,
 }
 
+/// CPU the local Redis processes used during the run: the one
+/// `redis-server`, or every node of a Redis Cluster (`--redis-shards`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RedisCpu {
+    /// CPU seconds (user + system), all the processes together.
+    pub cpu_s: f64,
+    pub processes: Vec<ProcessCpu>,
+}
+
+/// CPU seconds (user + system) one process used during the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessCpu {
+    pub pid: u32,
+    pub cpu_s: f64,
+}
+
 /// Connection-phase figures (the `connect` scenario, and the set-up of the others).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ConnectFigures {
@@ -147,6 +163,8 @@ pub struct Summary {
     pub errors: Vec<String>,
     pub samples: Vec<Sample>,
     pub nodes: Vec<NodeMemory>,
+    /// With local Redis pids (`--cluster`, `--redis-pids`).
+    pub redis: Option<RedisCpu>,
     /// Counter deltas scraped from `/metrics` (name -> increase), if asked.
     pub metrics: Option<serde_json::Value>,
     /// With `--recover`.

@@ -7,20 +7,17 @@ use std::sync::Arc;
 
 use switchboard::config::Settings;
 use switchboard::startup::Application;
-use switchboard_fixtures::{eventually, RedisServer};
+use switchboard_fixtures::{eventually, RedisCluster, RedisServer};
 use switchboard_loadtest::client::Sources;
 use switchboard_loadtest::env::Env;
 use switchboard_loadtest::{churn, connect, direct, fanout, headline, write_outputs};
 
-async fn cluster(redis: &RedisServer) -> Vec<String> {
-    cluster_with(redis, |_| {}).await
-}
-
-async fn cluster_with(redis: &RedisServer, configure: impl Fn(&mut Settings)) -> Vec<String> {
+/// Two in-process nodes on the Redis at `redis_url`, adjusted by `configure`.
+async fn cluster_with(redis_url: &str, configure: impl Fn(&mut Settings)) -> Vec<String> {
     let mut urls = Vec::new();
     for i in 0..2 {
         let mut s = Settings::for_tests();
-        s.redis_url = Some(redis.url());
+        s.redis_url = Some(redis_url.to_owned());
         s.node_id = format!("smoke-{i}");
         configure(&mut s);
         let app = Application::build(s).await.expect("node starts");
@@ -37,6 +34,7 @@ fn env(nodes: Vec<String>) -> Env {
         nodes,
         sources: Arc::new(Sources::loopback(0, 0)),
         pids: vec![std::process::id()],
+        redis_pids: Vec::new(),
         metrics_urls: Vec::new(),
         connect_concurrency: 64,
         progress: false,
@@ -47,8 +45,31 @@ fn env(nodes: Vec<String>) -> Env {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_clean_against_a_two_node_cluster() {
     let redis = RedisServer::start().await;
-    let nodes = cluster(&redis).await;
+    let nodes = cluster_with(&redis.url(), |_| {}).await;
+    let json = every_scenario(nodes, redis.pid().into_iter().collect()).await;
+    // Redis CPU over the run, of the one redis-server.
+    assert_eq!(json["redis"]["processes"][0]["pid"], redis.pid().unwrap());
+}
+
+/// The same on a Redis Cluster of three masters (what `--redis-shards 3`
+/// starts): sharded pub/sub, Redis CPU of every master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_runs_clean_on_a_redis_cluster() {
+    let redis = RedisCluster::try_start(3, 0)
+        .await
+        .expect("a Redis Cluster");
+    // No replicas to wait for.
+    let nodes = cluster_with(&redis.url(), |s| s.redis_wait_replicas = 0).await;
+    let json = every_scenario(nodes, redis.pids()).await;
+    let processes = json["redis"]["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 3, "{processes:?}");
+}
+
+/// Run fanout, direct, churn and connect against `nodes`, each asserting
+/// no loss and no error; the fanout's summary.json.
+async fn every_scenario(nodes: Vec<String>, redis_pids: Vec<u32>) -> serde_json::Value {
     let mut env = env(nodes.clone());
+    env.redis_pids = redis_pids;
     env.metrics_urls = nodes
         .iter()
         .map(|u| u.replace("ws://", "http://").replace("/ws", "/metrics"))
@@ -94,6 +115,7 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(json["delivery"]["received"], 8000);
+    assert!(summary.redis.as_ref().unwrap().cpu_s >= 0.0);
 
     let summary = direct::run(
         &env,
@@ -163,6 +185,7 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
     );
     assert!(c.handshake.unwrap().count == 300);
     assert!(c.memory_per_connection_bytes.is_some());
+    json
 }
 
 /// `--recover` end to end: history on the default namespace (the harness's
@@ -172,7 +195,7 @@ async fn every_scenario_runs_clean_against_a_two_node_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_resumes_without_loss_or_duplicates() {
     let redis = RedisServer::start().await;
-    let nodes = cluster_with(&redis, |s| s.default_namespace.history_size = 1000).await;
+    let nodes = cluster_with(&redis.url(), |s| s.default_namespace.history_size = 1000).await;
     let env = env(nodes);
 
     let params = fanout::FanoutParams {

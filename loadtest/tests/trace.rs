@@ -82,6 +82,7 @@ async fn slowest_traced_deliveries_are_exported_traces() {
         nodes,
         sources: Arc::new(Sources::loopback(0, 0)),
         pids: Vec::new(),
+        redis_pids: Vec::new(),
         metrics_urls: Vec::new(),
         connect_concurrency: 64,
         progress: false,

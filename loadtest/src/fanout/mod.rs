@@ -246,7 +246,7 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
             }
         }
     }
-    let (samples, nodes) = sampler.stop();
+    let (samples, nodes, redis) = sampler.stop();
 
     let histogram = shared.latencies.total();
     let last = shared
@@ -290,6 +290,7 @@ pub async fn run(env: &Env, p: &FanoutParams) -> anyhow::Result<Summary> {
         errors,
         samples,
         nodes,
+        redis,
         metrics: (!env.metrics_urls.is_empty()).then(|| crate::sampler::deltas(&before, &after)),
         recovery,
         traces: shared.traces.as_ref().map(|t| t.figures()),

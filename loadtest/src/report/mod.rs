@@ -131,6 +131,14 @@ fn headline_rows(s: &Summary) -> Vec<(String, String)> {
     for n in &s.nodes {
         row(&format!("node {} CPU", n.pid), format!("{:.2} s", n.cpu_s));
     }
+    if let Some(r) = &s.redis {
+        for p in &r.processes {
+            row(&format!("redis {} CPU", p.pid), format!("{:.2} s", p.cpu_s));
+        }
+        if r.processes.len() > 1 {
+            row("redis CPU, all processes", format!("{:.2} s", r.cpu_s));
+        }
+    }
     if let Some(d) = &s.delivery {
         row("delivery expected", d.expected.to_string());
         row("delivery received", d.received.to_string());
@@ -235,7 +243,7 @@ fn esc(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::stats::{distribution, new_histogram, record, summarize, Delivery};
-    use crate::summary::{ConnectFigures, NodeMemory};
+    use crate::summary::{ConnectFigures, NodeMemory, ProcessCpu, RedisCpu};
 
     fn assert_sane(html: &str) {
         assert!(html.starts_with("<!DOCTYPE html>") && html.ends_with("</html>\n"));
@@ -285,6 +293,19 @@ mod tests {
                 node(4343, &[(1.0, 9_000)]),
             ],
             metrics: Some(serde_json::json!({"messages_total": 5000, "weird<name>": "x"})),
+            redis: Some(RedisCpu {
+                cpu_s: 0.75,
+                processes: vec![
+                    ProcessCpu {
+                        pid: 77,
+                        cpu_s: 0.5,
+                    },
+                    ProcessCpu {
+                        pid: 78,
+                        cpu_s: 0.25,
+                    },
+                ],
+            }),
             ..Default::default()
         };
         let html = render_html(&s);
@@ -306,6 +327,9 @@ mod tests {
         );
         assert!(html.contains("2023-11-14 22:13:20.000 UTC"));
         assert!(html.contains("pid 4242") && html.contains("weird&lt;name&gt;"));
+        assert!(html.contains("redis 78 CPU") && html.contains("redis CPU, all processes"));
+        let line = crate::headline(&s);
+        assert!(line.contains("redis CPU 0.75s over 2 processes"), "{line}");
         assert!(html.contains("20480 B (20.00 KiB)") && html.contains("<details>"));
         assert!(
             html.contains(">99.9<") && html.contains(">99.99999<"),
