@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::support::{free_port, wait_listening};
+use crate::support::{free_port, temp_dir, wait_listening};
 
 /// A `redis-server` child listening on `port`; killed on drop.
 pub struct RedisProcess {
@@ -24,7 +24,11 @@ impl RedisProcess {
     /// `redis-server ARGS`, once it listens on `port` (which the
     /// arguments must name).
     pub async fn start(port: u16, args: &[&str]) -> RedisProcess {
+        // Its own working directory: a replica saves the master's snapshot
+        // there, and a server loads a `dump.rdb` it finds there at start.
+        let dir = temp_dir(&format!("sb-redis-{port}"));
         let child = Command::new("redis-server")
+            .current_dir(dir)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
