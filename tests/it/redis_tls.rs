@@ -3,7 +3,8 @@
 //! certificates generated here by `openssl`; a node that does not trust
 //! Redis's certificate, or has no client certificate, never becomes ready
 //! and refuses publishes with `broker_unavailable`. A `rediss+sentinel://`
-//! URL reaches the TLS master its Sentinel names.
+//! URL reaches the TLS master its Sentinel names, and a `rediss+cluster://`
+//! URL the masters of a TLS-only Redis Cluster.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,7 +14,7 @@ use switchboard::config::{RedisTls, Settings};
 
 use crate::support::redis_process::RedisProcess;
 use crate::support::tools::{available, present};
-use crate::support::{free_port, temp_dir, TestNode};
+use crate::support::{eventually_async, free_port, temp_dir, TestNode};
 
 /// `openssl` with these arguments in `dir`; panics if it fails.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -264,4 +265,105 @@ async fn a_sentinel_url_reaches_a_tls_master() {
     ann.subscribe("via-sentinel").await;
     assert_eq!(ann.publish("via-sentinel", json!(1)).await["offset"], 1);
     assert_eq!(ann.expect("message").await["data"], 1);
+}
+
+/// `rediss+cluster://`: a Redis Cluster of three masters that speak only
+/// TLS, among themselves too (`tls-cluster`); the node reads the slot map
+/// from the seed and reaches every master over TLS with the same CA and
+/// client certificate. Channels on every master deliver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_url_reaches_tls_masters() {
+    let Some((dir, seed, tls)) = tls_setup("sb-redis-tls-cluster").await else {
+        return;
+    };
+    drop(seed);
+    let file = |f: &str| dir.join(f).display().to_string();
+    let tls_args = [
+        "--tls-cert-file".to_owned(),
+        file("test-redis.crt"),
+        "--tls-key-file".to_owned(),
+        file("test-redis.key"),
+        "--tls-ca-cert-file".to_owned(),
+        file("test-ca.crt"),
+    ];
+    let mut masters = Vec::new();
+    for _ in 0..3 {
+        let (port, bus) = (free_port(), free_port());
+        let mut args: Vec<String> = [
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--tls-cluster",
+            "yes",
+            "--tls-auth-clients",
+            "yes",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(["--tls-port".into(), port.to_string()]);
+        args.extend(["--cluster-port".into(), bus.to_string()]);
+        args.extend(["--cluster-config-file".into(), format!("nodes-{port}.conf")]);
+        args.extend(tls_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        masters.push(RedisProcess::start(port, &args).await);
+    }
+    // redis-cli over TLS, with Redis's certificate as its own.
+    let cli = |args: &[&str]| {
+        let mut all = vec![
+            "--tls",
+            "--cacert",
+            &tls_args[5],
+            "--cert",
+            &tls_args[1],
+            "--key",
+            &tls_args[3],
+        ];
+        all.extend_from_slice(args);
+        Command::new("redis-cli")
+            .args(&all)
+            .stderr(Stdio::null())
+            .output()
+            .expect("run redis-cli")
+    };
+    let addresses: Vec<String> = masters
+        .iter()
+        .map(|m| format!("127.0.0.1:{}", m.port))
+        .collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addresses.iter().map(String::as_str));
+    create.push("--cluster-yes");
+    assert!(cli(&create).status.success(), "redis-cli --cluster create");
+    for m in &masters {
+        let port = m.port.to_string();
+        eventually_async("the TLS cluster is ok", || async {
+            let info = cli(&["-p", &port, "CLUSTER", "INFO"]);
+            String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+        })
+        .await;
+    }
+
+    let url = format!("rediss+cluster://{}", addresses[0]);
+    let mut s = settings(url, "tls-cluster", tls);
+    s.redis_wait_replicas = 0;
+    let node = TestNode::start(s).await;
+    node.wait_ready(true).await;
+    let mut ann = node.connect("ann").await;
+    // Twelve channels: with 3 masters, every master serves some.
+    for i in 0..12 {
+        let channel = format!("sharded{i}");
+        ann.subscribe(&channel).await;
+        assert_eq!(ann.publish(&channel, json!(i)).await["offset"], 1);
+        let got = ann.expect("message").await;
+        assert_eq!(
+            (&got["channel"], &got["data"]),
+            (&json!(channel), &json!(i))
+        );
+    }
 }
