@@ -14,11 +14,17 @@ use serde_json::json;
 use switchboard::config::Settings;
 use switchboard_fixtures::{slot_of, RedisCluster};
 
+use crate::support::presence::{configure, heartbeats_since, now_ms, pairs, who};
 use crate::support::TestNode;
 
-/// A node on the cluster at `url` (no replicas to wait for), with the
-/// `feed` namespace.
-pub async fn cluster_node(url: &str, id: &str, wait_replicas: usize) -> TestNode {
+/// A node on the cluster at `url` waiting for `wait_replicas`, with the
+/// `feed` namespace, then adjusted by `tweak`.
+pub async fn cluster_node(
+    url: &str,
+    id: &str,
+    wait_replicas: usize,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestNode {
     let mut s = Settings::for_tests();
     s.redis_url = Some(url.into());
     s.node_id = id.into();
@@ -26,6 +32,7 @@ pub async fn cluster_node(url: &str, id: &str, wait_replicas: usize) -> TestNode
     s.redis_wait_replicas = wait_replicas;
     s.unsubscribe_delay = Duration::from_millis(100);
     crate::recovery_faults::with_feed(&mut s);
+    tweak(&mut s);
     let node = TestNode::start(s).await;
     node.wait_ready(true).await;
     node
@@ -70,8 +77,8 @@ async fn nodes_on_a_redis_cluster_deliver_across_each_other_through_each_shard()
             break;
         }
     }
-    let a = cluster_node(&cluster.url(), "node-a", 0).await;
-    let b = cluster_node(&cluster.url(), "node-b", 0).await;
+    let a = cluster_node(&cluster.url(), "node-a", 0, |_| {}).await;
+    let b = cluster_node(&cluster.url(), "node-b", 0, |_| {}).await;
     let mut ann = a.connect("ann").await;
     let mut bob = b.connect("bob").await;
     for channel in channels.values().flatten() {
@@ -126,4 +133,54 @@ async fn nodes_on_a_redis_cluster_deliver_across_each_other_through_each_shard()
             );
         }
     }
+}
+
+/// Presence and the connection registry on a cluster: each channel's
+/// presence on its own slot, refreshed by the nodes' heartbeats, which
+/// write sets of many slots at once (one command each, not one pipeline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_kept_and_refreshed_across_shards() {
+    let cluster = RedisCluster::try_start(3, 0)
+        .await
+        .expect("a Redis Cluster");
+    let a = cluster_node(&cluster.url(), "node-a", 0, configure).await;
+    let b = cluster_node(&cluster.url(), "node-b", 0, configure).await;
+    // Rooms on every master.
+    let rooms: Vec<String> = (0..12).map(|i| format!("chat:{i}")).collect();
+    let mut masters = std::collections::BTreeSet::new();
+    for room in &rooms {
+        masters.insert(
+            cluster
+                .master_of(slot_of(&pubsub_name(room)))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(masters.len(), 3, "the rooms span every master");
+    let mut ann = a.connect("ann").await;
+    let mut bob = b.connect("bob").await;
+    for room in &rooms {
+        ann.subscribe(room).await;
+        assert_eq!(ann.expect("join").await["user"], "ann");
+        bob.subscribe(room).await;
+        assert_eq!(ann.expect("join").await["user"], "bob");
+        assert_eq!(bob.expect("join").await["user"], "bob");
+    }
+    let joined = now_ms();
+    // Past several entry TTLs, every room still lists both: the refreshes
+    // reached every shard.
+    heartbeats_since(&a, joined + 1200).await;
+    heartbeats_since(&b, joined + 1200).await;
+    let both = pairs(&[("ann", "node-a"), ("bob", "node-b")]);
+    for room in &rooms {
+        let members = ann.ok(json!({"type": "presence", "channel": room})).await;
+        assert_eq!(who(&members["members"]), both, "{room}");
+    }
+    // The registry (the users' own slots) across nodes, through the API.
+    let (status, body) = a.api("GET", "/api/users/bob/connections", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(who(&body["connections"]), pairs(&[("bob", "node-b")]));
+    // A leave, on the room's own slot.
+    bob.unsubscribe(&rooms[0]).await;
+    assert_eq!(ann.expect("leave").await["user"], "bob");
 }

@@ -32,8 +32,8 @@ async fn loaded() -> Loaded {
         .await
         .expect("a Redis Cluster");
     // WAIT 1: an `ok` means the channel's replica has the message too.
-    let a = cluster_node(&cluster.url(), "node-a", 1).await;
-    let b = cluster_node(&cluster.url(), "node-b", 1).await;
+    let a = cluster_node(&cluster.url(), "node-a", 1, |_| {}).await;
+    let b = cluster_node(&cluster.url(), "node-b", 1, |_| {}).await;
     let receivers = vec![
         Receiver::start("on-a", vec![a.ws_url("on-a"), b.ws_url("on-a")], CHANNEL).await,
         Receiver::start("on-b", vec![b.ws_url("on-b"), a.ws_url("on-b")], CHANNEL).await,
