@@ -7,10 +7,8 @@
 //! (a slot moved under load, a master killed) are in
 //! `recovery_faults::cluster`.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use serde_json::json;
+use std::collections::BTreeMap;
 use switchboard::config::Settings;
 use switchboard_fixtures::{slot_of, RedisCluster};
 
@@ -25,17 +23,12 @@ pub async fn cluster_node(
     wait_replicas: usize,
     tweak: impl FnOnce(&mut Settings),
 ) -> TestNode {
-    let mut s = Settings::for_tests();
-    s.redis_url = Some(url.into());
-    s.node_id = id.into();
-    s.redis_timeout = Duration::from_millis(500);
-    s.redis_wait_replicas = wait_replicas;
-    s.unsubscribe_delay = Duration::from_millis(100);
-    crate::recovery_faults::with_feed(&mut s);
-    tweak(&mut s);
-    let node = TestNode::start(s).await;
-    node.wait_ready(true).await;
-    node
+    TestNode::on_redis(url, id, |s| {
+        s.redis_wait_replicas = wait_replicas;
+        crate::recovery_faults::with_feed(s);
+        tweak(s);
+    })
+    .await
 }
 
 /// The pub/sub name of a channel's messages (the default key prefix).

@@ -27,18 +27,7 @@ pub fn slot(key: &str) -> u16 {
 
 /// CRC16/XMODEM (polynomial 0x1021, initial 0), as Redis Cluster uses.
 fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in bytes {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
+    crc16::State::<crc16::XMODEM>::calculate(bytes)
 }
 
 /// Which master (`host:port`) serves each slot range.

@@ -34,13 +34,7 @@ async fn loaded() -> Loaded {
     // WAIT 1: an `ok` means the channel's replica has the message too.
     let a = cluster_node(&cluster.url(), "node-a", 1, |_| {}).await;
     let b = cluster_node(&cluster.url(), "node-b", 1, |_| {}).await;
-    let receivers = vec![
-        Receiver::start("on-a", vec![a.ws_url("on-a"), b.ws_url("on-a")], CHANNEL).await,
-        Receiver::start("on-b", vec![b.ws_url("on-b"), a.ws_url("on-b")], CHANNEL).await,
-    ];
-    let ledger = Ledger::default();
-    let publisher = Publisher::start(vec![a.ws_url("publisher")], CHANNEL, 0, &ledger);
-    ledger.wait_for(200).await;
+    let (ledger, publisher, receivers) = super::load(&a, &b, CHANNEL).await;
     Loaded {
         cluster,
         a,

@@ -63,6 +63,20 @@ pub fn with_feed(s: &mut Settings) {
     s.outbox_capacity = 100_000;
 }
 
+/// The load of the Redis fault tests: a receiver on each of `a` and `b`
+/// (moving to the other node if its own goes), the publisher on `a`, once
+/// 200 messages are acknowledged.
+async fn load(a: &TestNode, b: &TestNode, channel: &str) -> (Ledger, Publisher, Vec<Receiver>) {
+    let receivers = vec![
+        Receiver::start("on-a", vec![a.ws_url("on-a"), b.ws_url("on-a")], channel).await,
+        Receiver::start("on-b", vec![b.ws_url("on-b"), a.ws_url("on-b")], channel).await,
+    ];
+    let ledger = Ledger::default();
+    let publisher = Publisher::start(vec![a.ws_url("publisher")], channel, 0, &ledger);
+    ledger.wait_for(200).await;
+    (ledger, publisher, receivers)
+}
+
 /// Stop the publisher and the receivers after a Redis fault; their logs.
 /// The publisher must have met the fault (`broker_unavailable`), and
 /// `witness` must have reconnected to Redis.

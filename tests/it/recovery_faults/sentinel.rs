@@ -7,9 +7,8 @@
 //! waited until the replica had the message (`redis_wait_replicas`, 1 by
 //! default with Sentinel).
 
-use switchboard::config::Settings;
 
-use crate::support::recovery::{verify, Ledger, Publisher, Receiver, Resync};
+use crate::support::recovery::{verify, Resync};
 use crate::support::redis_process::RedisProcess;
 use crate::support::{eventually_async, free_port, temp_dir, RedisServer, TestNode, WAIT};
 
@@ -23,15 +22,11 @@ async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::
 }
 
 async fn node(url: &str, id: &str) -> TestNode {
-    let mut s = Settings::for_tests();
-    s.redis_url = Some(url.into());
-    s.node_id = id.into();
-    s.redis_timeout = std::time::Duration::from_millis(500);
-    s.redis_wait_replicas = 1;
-    super::with_feed(&mut s);
-    let node = TestNode::start(s).await;
-    node.wait_ready(true).await;
-    node
+    TestNode::on_redis(url, id, |s| {
+        s.redis_wait_replicas = 1;
+        super::with_feed(s);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,13 +98,7 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
 
     let a = node(&url, "node-a").await;
     let b = node(&url, "node-b").await;
-    let receivers = vec![
-        Receiver::start("on-a", vec![a.ws_url("on-a"), b.ws_url("on-a")], CHANNEL).await,
-        Receiver::start("on-b", vec![b.ws_url("on-b"), a.ws_url("on-b")], CHANNEL).await,
-    ];
-    let ledger = Ledger::default();
-    let publisher = Publisher::start(vec![a.ws_url("publisher")], CHANNEL, 0, &ledger);
-    ledger.wait_for(200).await;
+    let (ledger, publisher, receivers) = super::load(&a, &b, CHANNEL).await;
 
     master.kill();
     // The Sentinels promote the replica; the nodes ask them again at each

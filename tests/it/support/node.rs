@@ -63,8 +63,14 @@ impl TestNode {
         id: &str,
         tweak: impl FnOnce(&mut Settings),
     ) -> TestNode {
+        TestNode::on_redis(&redis.url(), id, tweak).await
+    }
+
+    /// Cluster-mode node on the Redis URL `url` (a server, Sentinels or a
+    /// Redis Cluster), named `id`, once ready.
+    pub async fn on_redis(url: &str, id: &str, tweak: impl FnOnce(&mut Settings)) -> TestNode {
         let mut s = Settings::for_tests();
-        s.redis_url = Some(redis.url());
+        s.redis_url = Some(url.to_owned());
         s.node_id = id.to_owned();
         s.redis_timeout = Duration::from_millis(500);
         s.unsubscribe_delay = Duration::from_millis(100);
