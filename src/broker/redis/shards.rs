@@ -340,7 +340,7 @@ impl Shards {
                 if self.on.get(&name) != Some(&master) || !subs.is_wanted(&name) {
                     return false;
                 }
-                tracing::info!(%master, channel = %name, "slot moved; resubscribing where it lives now");
+                tracing::debug!(%master, channel = %name, "slot moved; resubscribing where it lives now");
                 self.on.remove(&name);
                 subs.lost(|n| n == name);
                 self.stale = true;
