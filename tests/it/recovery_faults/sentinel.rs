@@ -7,7 +7,6 @@
 //! waited until the replica had the message (`redis_wait_replicas`, 1 by
 //! default with Sentinel).
 
-
 use crate::support::recovery::{verify, Resync};
 use crate::support::redis_process::RedisProcess;
 use crate::support::{eventually_async, free_port, temp_dir, RedisServer, TestNode, WAIT};
