@@ -72,7 +72,7 @@ impl RedisBroker {
     ) -> Result<RedisBroker, BrokerError> {
         let node_id = settings.node_id.clone();
         let timeout = settings.redis_timeout;
-        let sharded = matches!(target, Target::Cluster(..));
+        let sharded = target.is_cluster();
         let streams = Arc::new(Streams::new(pool.clone(), keys.clone(), timeout));
         let subscriber = Subscriber::start(
             target,

@@ -165,7 +165,7 @@ impl Subscriber {
             streams,
             keys,
         };
-        let sharded = matches!(target, Target::Cluster(..));
+        let sharded = target.is_cluster();
         let task = match target {
             Target::Cluster(spec, tls) => tokio::spawn(cluster_loop(
                 spec,

@@ -161,6 +161,12 @@ impl Target {
         }
     }
 
+    /// Whether this is a Redis Cluster (sharded pub/sub, a subscriber per
+    /// master, the cluster connection for commands).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(..))
+    }
+
     /// Whether connections must be checked for being on a master.
     pub fn is_sentinel(&self) -> bool {
         matches!(self, Target::Sentinel(..))
