@@ -9,7 +9,7 @@
 
 use crate::support::recovery::{verify, Resync};
 use crate::support::redis_process::RedisProcess;
-use crate::support::{eventually_async, free_port, temp_dir, RedisServer, TestNode, WAIT};
+use crate::support::{eventually_async, temp_dir, RedisServer, TestNode, WAIT};
 
 const CHANNEL: &str = "feed:failover";
 const MASTER: &str = "sbmaster";
@@ -34,27 +34,10 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
     let mut master = RedisServer::start().await;
     // Two replicas: after the failover one is left to acknowledge each
     // publish (WAIT 1) while the other is the new master.
-    let replica_ports = [free_port(), free_port()];
-    let master_port = master.port().to_string();
     let mut replicas = Vec::new();
-    for port in replica_ports {
-        let replica = RedisProcess::start(
-            port,
-            &[
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--replicaof",
-                "127.0.0.1",
-                &master_port,
-            ],
-        )
-        .await;
+    for _ in 0..2 {
+        let replica = RedisProcess::replica(master.port()).await;
+        let port = replica.port;
         replicas.push(replica);
         eventually_async("the replica is in sync", || async {
             let info: String = query(port, redis::cmd("INFO").arg("replication"))
@@ -103,7 +86,7 @@ async fn a_sentinel_failover_loses_nothing_acknowledged() {
     // The Sentinels promote the replica; the nodes ask them again at each
     // reconnect and find it.
     eventually_async("a replica is promoted", || async {
-        for port in replica_ports {
+        for port in replicas.iter().map(|r| r.port) {
             let role: Vec<redis::Value> =
                 query(port, &redis::cmd("ROLE")).await.unwrap_or_default();
             if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
@@ -141,23 +124,7 @@ async fn a_publish_no_replica_holds_is_not_acknowledged() {
     let refused = c.request(publish.clone()).await;
     assert_eq!(refused["error"]["code"], "broker_unavailable", "{refused}");
 
-    let port = free_port();
-    let master_port = master.port().to_string();
-    let _replica = RedisProcess::start(
-        port,
-        &[
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--replicaof",
-            "127.0.0.1",
-            &master_port,
-        ],
-    )
-    .await;
+    let _replica = RedisProcess::replica(master.port()).await;
     // Each refused retry takes WAIT's whole timeout: the loop paces itself.
     let deadline = tokio::time::Instant::now() + WAIT;
     let retried = loop {

@@ -38,6 +38,27 @@ impl RedisProcess {
         RedisProcess { child, port }
     }
 
+    /// A replica of the server on `master_port`, on a free port, without
+    /// persistence. It may not be in sync yet.
+    pub async fn replica(master_port: u16) -> RedisProcess {
+        let port = free_port();
+        let (port_arg, master) = (port.to_string(), master_port.to_string());
+        let args = [
+            "--port",
+            &port_arg,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &master,
+        ];
+        RedisProcess::start(port, &args).await
+    }
+
     /// A Sentinel on a free port (plain TCP), its config file in `dir`,
     /// watching `master` at 127.0.0.1:`master_port` with `quorum`, plus
     /// the config lines `extra`.
