@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use super::read_loop::{read_loop, Change, Context};
 use super::repair::Tracker;
 use super::slots::{slot, SlotMap};
-use super::subscriber::{Before, Subscriptions};
+use super::subscriber::{subscribing, Subscriptions};
 use super::target::{client, ClusterSpec};
 use crate::config::RedisTls;
 use crate::metrics::{self, Metrics};
@@ -253,7 +253,9 @@ impl Shards {
         };
         let timeout = self.timeout;
         for batch in names.chunks(SUBSCRIBE_BATCH) {
-            let before = Before::read(cx, batch).await;
+            // A channel whose SSUBSCRIBE fails below is tracked from here
+            // all the same; its next attempt catches up from this point.
+            let _ = changes.send(subscribing(cx, batch).await);
             let asked = join_all(batch.iter().map(|name| {
                 let mut conn = conn.clone();
                 async move { ask(&mut conn, "SSUBSCRIBE", name, timeout).await }
@@ -275,7 +277,6 @@ impl Shards {
                 }
             }
             subs.confirmed(&confirmed);
-            let _ = changes.send(before.subscribed(&cx.keys, &confirmed));
             if let Some(why) = failed {
                 if !self.stale {
                     // Not a redirect: the connection is in doubt.

@@ -346,12 +346,11 @@ async fn reconcile_loop(
 
         let (to_sub, to_unsub) = subs.pending();
         for batch in to_sub.chunks(SUBSCRIBE_BATCH) {
-            let before = Before::read(cx, batch).await;
+            let _ = changes.send(subscribing(cx, batch).await);
             if let Err(why) = bounded("SUBSCRIBE", timeout, sink.subscribe(batch)).await {
                 return why;
             }
             subs.confirmed(batch);
-            let _ = changes.send(before.subscribed(&cx.keys, batch));
         }
         for batch in to_unsub.chunks(SUBSCRIBE_BATCH) {
             if let Err(why) = bounded("UNSUBSCRIBE", timeout, sink.unsubscribe(batch)).await {
@@ -378,48 +377,31 @@ async fn reconcile_loop(
     }
 }
 
-/// Where each channel of a batch stood just before it was subscribed: the
-/// point a catch-up after a later drop starts from, even if no message
-/// came in between.
-pub(super) struct Before {
-    positions: HashMap<String, (String, u64)>,
-}
-
-impl Before {
-    /// Read the positions of the channels among the pub/sub `names` (a
-    /// failed read leaves them unknown).
-    pub(super) async fn read(cx: &Context, names: &[String]) -> Before {
-        let channels: Vec<&str> = names
+/// The news for the read loop that the channels among the pub/sub `names`
+/// are about to be subscribed, each with its position read now: the
+/// tracker catches up those it delivered before, up to there, and starts
+/// new ones there. Sent before the SUBSCRIBE, so that the read loop (which
+/// takes news before messages) has it before any message the new
+/// subscription brings: a position read before the SUBSCRIBE is behind
+/// what arrives live after it, and news that came later would take that
+/// for Redis having wound the channel back. A failed read leaves the
+/// positions unknown.
+pub(super) async fn subscribing(cx: &Context, names: &[String]) -> Change {
+    let channels: Vec<&str> = names
+        .iter()
+        .filter_map(|name| cx.keys.channel_of_pubsub(name))
+        .collect();
+    let positions = match channels.is_empty() {
+        true => Vec::new(),
+        false => cx.streams.positions(&channels).await.unwrap_or_default(),
+    };
+    let mut positions = positions.into_iter();
+    Change::Subscribed(
+        channels
             .iter()
-            .filter_map(|name| cx.keys.channel_of_pubsub(name))
-            .collect();
-        let positions = match channels.is_empty() {
-            true => Vec::new(),
-            false => cx.streams.positions(&channels).await.unwrap_or_default(),
-        };
-        Before {
-            positions: channels
-                .iter()
-                .map(|c| c.to_string())
-                .zip(positions)
-                .collect(),
-        }
-    }
-
-    /// The news for the read loop that the channels among `names` are
-    /// subscribed: it catches up those it delivered before.
-    pub(super) fn subscribed(&self, keys: &Keys, names: &[String]) -> Change {
-        Change::Subscribed(
-            names
-                .iter()
-                .filter_map(|name| keys.channel_of_pubsub(name))
-                .map(|channel| {
-                    let position = self.positions.get(channel).cloned();
-                    (channel.to_owned(), position)
-                })
-                .collect(),
-        )
-    }
+            .map(|channel| (channel.to_string(), positions.next()))
+            .collect(),
+    )
 }
 
 /// One command on the subscriber connection under the timeout; `Err` says
